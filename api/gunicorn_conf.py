@@ -1,0 +1,40 @@
+"""Gunicorn settings for the Quorum API, read from ``QUORUM_API_*`` environment variables.
+
+Usage: ``gunicorn -c python:api.gunicorn_conf 'api.app:create_app()'`` (or ``quorum api``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not an integer") from exc
+    if value < 1:
+        raise ValueError(f"{name}={raw!r} must be at least 1")
+    return value
+
+
+bind = os.environ.get("QUORUM_API_BIND", "").strip() or "127.0.0.1:8000"
+workers = _int_env("QUORUM_API_WORKERS", 2)
+threads = _int_env("QUORUM_API_THREADS", 4)
+worker_class = "gthread"
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+accesslog = "-"
+errorlog = "-"
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    # Nothing to reset: the app factory creates its database engine (and pool) lazily,
+    # on first use in each worker process, so no connection is ever shared across a fork.
+    # If that ever changes (e.g. ``preload_app = True``), dispose the engine here.
+    pass

@@ -1,0 +1,132 @@
+"""Claiming and finishing dispatched rows: at least once, never twice.
+
+A message may arrive twice (broker redelivery, the outbox re-publishing) or late (after a
+cancel). A worker therefore *claims* a row with a compare-and-set that bumps its attempt
+number, and finishes it with a compare-and-set fenced on that attempt. A row already
+``running`` is taken over only when its holder is provably gone (the process is dead, or
+its lease ran out); otherwise the second message is a duplicate and is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from engine.clock import as_utc, utcnow
+from engine.lifecycle import STEP, StepState, transition
+
+log = logging.getLogger("quorum.claims")
+
+# Answers whether the worker process named in a running row is alive: True/False when
+# this process can tell, None when it cannot (another host), and the lease decides.
+HolderCheck = Callable[[str], bool | None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    row_id: str
+    attempt: int
+    worker: str
+    taken_over: bool
+
+
+def claim(
+    session: Session,
+    model: Any,
+    row_id: str,
+    *,
+    worker: str,
+    holder_alive: HolderCheck,
+    lease: timedelta,
+    now: datetime | None = None,
+) -> Claim | None:
+    """Move a row to ``running`` for this worker, or return None if the message is stale."""
+    now = now or utcnow()
+    row = session.get(model, row_id, populate_existing=True)
+    if row is None:
+        return None
+    state = row.state
+    taken_over = False
+    if state == StepState.PENDING:
+        # The worker beat the API's "mark queued": pending -> queued -> running, both legal.
+        transition(
+            session,
+            STEP,
+            model,
+            row_id,
+            StepState.QUEUED,
+            expect=[StepState.PENDING],
+            values={"queued_at": now},
+        )
+    elif state == StepState.RUNNING:
+        alive = holder_alive(row.worker or "")
+        started = as_utc(row.started_at) or now
+        if alive is True or (alive is None and now - started < lease):
+            log.info("duplicate delivery dropped", extra={"row": row_id, "holder": row.worker})
+            return None
+        # The holder is gone: running -> queued is the table's retry move.
+        moved = transition(
+            session,
+            STEP,
+            model,
+            row_id,
+            StepState.QUEUED,
+            expect=[StepState.RUNNING],
+            where=[model.attempt == row.attempt],
+        )
+        if not moved:
+            return None
+        taken_over = True
+        log.warning(
+            "taking over a row whose holder is gone", extra={"row": row_id, "holder": row.worker}
+        )
+    elif state != StepState.QUEUED:
+        return None
+    attempt = int(row.attempt or 0) + 1
+    moved = transition(
+        session,
+        STEP,
+        model,
+        row_id,
+        StepState.RUNNING,
+        expect=[StepState.QUEUED],
+        where=[model.attempt == int(row.attempt or 0)],
+        values={"attempt": attempt, "worker": worker, "started_at": now},
+    )
+    if not moved:
+        return None
+    return Claim(row_id=row_id, attempt=attempt, worker=worker, taken_over=taken_over)
+
+
+def finish(
+    session: Session,
+    model: Any,
+    row_id: str,
+    target: StepState,
+    *,
+    attempt: int,
+    values: Mapping[str, Any],
+    now: datetime | None = None,
+) -> bool:
+    """End a claimed row, only if this attempt still holds it (fencing)."""
+    moved = transition(
+        session,
+        STEP,
+        model,
+        row_id,
+        target,
+        expect=[StepState.RUNNING],
+        where=[model.attempt == attempt],
+        values={"completed_at": now or utcnow(), **values},
+    )
+    if not moved:
+        log.warning(
+            "stale result discarded",
+            extra={"row": row_id, "attempt": attempt, "target": str(target)},
+        )
+    return bool(moved)

@@ -1,0 +1,1 @@
+"""Storage: the SQLAlchemy model, engines and sessions, and the Alembic migrations."""

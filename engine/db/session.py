@@ -1,0 +1,97 @@
+"""Database engines and transactions for PostgreSQL (production) and SQLite (embedded)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from engine.settings import Settings
+
+
+def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        # A connection killed under us (PostgreSQL restart, backend terminated) is
+        # replaced instead of failing the next request or task.
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        pool_timeout=5,
+        connect_args={"connect_timeout": 3},
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    # pysqlite's own transaction handling defers BEGIN and would let two writers read
+    # the same run before either locks it; BEGIN IMMEDIATE takes the write lock up front,
+    # which is what "lock the run row" means on SQLite.
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """An engine and its session factory, built once per process from the settings."""
+
+    def __init__(self, settings: Settings, *, pool_size: int = 5) -> None:
+        self.settings = settings
+        self.url = settings.effective_database_url
+        self.engine = make_engine(self.url, pool_size=pool_size)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self.sessions() as session, session.begin():
+            yield session
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+    def after_fork(self) -> None:
+        # A forked child must never reuse the parent's sockets.
+        self.engine.dispose(close=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def lock_row(session: Session, model: Any, row_id: str) -> Any:
+    """Read a row under a write lock held to the end of the transaction.
+
+    PostgreSQL takes a row lock; on SQLite the transaction already holds the database's
+    write lock (BEGIN IMMEDIATE), which is stronger.
+    """
+    stmt = select(model).where(model.id == row_id)
+    if session.get_bind().dialect.name != "sqlite":
+        stmt = stmt.with_for_update()
+    return session.execute(stmt).scalar_one_or_none()

@@ -1,0 +1,759 @@
+"""The worker-side engine: claim a step, execute its block, settle it, schedule the next.
+
+Each message is handled in three phases: a short transaction that claims the row, the
+block's work with no transaction open (it may take minutes), and a transaction that
+locks the run, settles the step with a fenced compare-and-set and schedules what it
+unblocked. Messages for new work are published only after that commit; if publishing
+fails the rows stay ``queued`` and the outbox sweeper publishes them again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from engine.blocks import MODEL_TYPES, n_consensus_of
+from engine.claims import HolderCheck, claim, finish
+from engine.clock import as_utc, utcnow
+from engine.db.models import BlockExecution, ConsensusAttempt, ModelCall, Run, Step
+from engine.db.session import Database, lock_row
+from engine.execute import (
+    BlockFailed,
+    Outcome,
+    Toolbox,
+    call_model,
+    model_outcome,
+    model_request,
+    reconcile_answers,
+    run_block,
+    unwrap,
+    wrap,
+)
+from engine.graph import Block, Graph, parse_graph
+from engine.ids import new_id
+from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
+from engine.ports import Dispatcher, Work, WorkKind
+from engine.providers import ModelResponse
+from engine.scheduler import LoopingRisk, Resolved, Scheduler
+from engine.settings import Settings
+from engine.termination import terminate_run
+
+log = logging.getLogger("quorum.orchestrator")
+
+
+class InjectedFault(RuntimeError):
+    """Raised at a test-only fault point (``QUORUM_FAULT_POINTS``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FanOut:
+    items: list[Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FanOutConsensus:
+    n: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class AwaitInput:
+    prompt: Any
+
+
+Result = Outcome | BlockFailed | FanOut | FanOutConsensus | AwaitInput
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """A claimed step or execution: everything phase 2 needs, read in phase 1."""
+
+    kind: WorkKind
+    id: str
+    attempt: int
+    organization_id: str
+    run_id: str | None
+    block: Block
+    inputs: dict[str, Any]
+    raw_inputs: dict[str, Any]
+    scope: str = ""
+    turn: int = 0
+    visit: int = 1
+    n_consensus: int = 1
+
+
+@dataclass(kw_only=True)
+class Orchestrator:
+    db: Database
+    dispatcher: Dispatcher
+    tools: Toolbox
+    settings: Settings
+    worker: str
+    holder_alive: HolderCheck
+    _graphs: OrderedDict[str, Graph] = field(default_factory=OrderedDict)
+    # Work created inside a transaction that has no scheduler (block executions),
+    # published once that transaction has committed.
+    _pending_publish: list[Work] = field(default_factory=list)
+    _pending_revoke: list[Work] = field(default_factory=list)
+
+    # -- entry points (one per message kind) ---------------------------------------
+
+    def run_step(self, step_id: str) -> None:
+        self._guarded(WorkKind.STEP, step_id, self._run_step)
+
+    def run_attempt(self, attempt_id: str) -> None:
+        self._guarded(WorkKind.ATTEMPT, attempt_id, self._run_attempt)
+
+    def run_execution(self, execution_id: str) -> None:
+        self._guarded(WorkKind.EXECUTION, execution_id, self._run_execution)
+
+    def _guarded(self, kind: WorkKind, row_id: str, fn: Any) -> None:
+        # One message at a time per process (prefork pool): the pending lists are ours.
+        self._pending_publish, self._pending_revoke = [], []
+        try:
+            fn(row_id)
+            self._publish(self._pending_publish)
+            self._revoke(self._pending_revoke)
+        except DBAPIError:
+            raise  # the database is away: let the task adapter retry; nothing was settled
+        except Exception as exc:  # the finally safety net: never leave a run "running"
+            log.exception("orchestration fault", extra={"kind": str(kind), "id": row_id})
+            self._safety_net(kind, row_id, exc)
+
+    # -- steps ------------------------------------------------------------------------
+
+    def _run_step(self, step_id: str) -> None:
+        job = self._claim_step(step_id)
+        if job is None:
+            return
+        if self.settings.has_fault("orchestrator.after_claim"):
+            raise InjectedFault("fault injected after claim")
+        result = self._execute(job)
+        self._settle_step(job, result)
+
+    def _claim_step(self, step_id: str) -> Job | None:
+        now = utcnow()
+        with self.db.transaction() as s:
+            c = claim(
+                s,
+                Step,
+                step_id,
+                worker=self.worker,
+                holder_alive=self.holder_alive,
+                lease=timedelta(seconds=self.settings.lease_s),
+                now=now,
+            )
+            if c is None:
+                return None
+            step = s.get(Step, step_id, populate_existing=True)
+            run = s.get(Run, step.run_id) if step else None
+            if step is None or run is None:
+                return None
+            if RUN.is_terminal(run.status):
+                if finish(
+                    s,
+                    Step,
+                    step_id,
+                    StepState.CANCELLED,
+                    attempt=c.attempt,
+                    values={"reason": "run_ended"},
+                ):
+                    _bump_done(s, run.id, 1)
+                return None
+            if run.status == RunStatus.PAUSED:
+                # Hand the step back; resume publishes queued steps again.
+                transition(
+                    s,
+                    STEP,
+                    Step,
+                    step_id,
+                    StepState.QUEUED,
+                    expect=[StepState.RUNNING],
+                    where=[Step.attempt == c.attempt],
+                )
+                return None
+            if run.status == RunStatus.NOT_STARTED:
+                transition(
+                    s,
+                    RUN,
+                    Run,
+                    run.id,
+                    RunStatus.STARTED,
+                    expect=[RunStatus.NOT_STARTED],
+                    values={"updated_at": now},
+                )
+            graph = self._graph(run)
+            block = graph.by_id[step.block_id]
+            return Job(
+                kind=WorkKind.STEP,
+                id=step.id,
+                attempt=c.attempt,
+                organization_id=run.organization_id,
+                run_id=run.id,
+                block=block,
+                inputs=unwrap(step.inputs),
+                raw_inputs=dict(step.inputs or {}),
+                scope=step.scope,
+                turn=step.turn_index,
+                visit=step.visit,
+                n_consensus=n_consensus_of(block.config),
+            )
+
+    def _execute(self, job: Job) -> Result:
+        block = job.block
+        try:
+            if block.type == "for_each":
+                items = job.inputs.get("items")
+                if not isinstance(items, list):
+                    raise BlockFailed("bad_items", "a for_each needs a list on its 'items' input")
+                if len(items) > self.settings.max_for_each_items:
+                    raise BlockFailed(
+                        "too_many_items",
+                        f"{len(items)} items exceed the limit of "
+                        f"{self.settings.max_for_each_items}",
+                    )
+                return FanOut(items=items)
+            if block.type == "human_input":
+                return AwaitInput(prompt=job.inputs.get("prompt"))
+            if block.type in MODEL_TYPES and job.n_consensus > 1:
+                return FanOutConsensus(n=job.n_consensus)
+            outcome = run_block(block, job.inputs, self.tools)
+            if block.type == "start":
+                return Outcome(outputs=outcome.outputs, active=outcome.active)
+            return outcome
+        except BlockFailed as failure:
+            return failure
+
+    def _settle_step(self, job: Job, result: Result, *, session: Session | None = None) -> None:
+        now = utcnow()
+        work: list[Work] = []
+        revoke: list[Work] = []
+        with self._tx(session) as s:
+            run = lock_row(s, Run, job.run_id) if job.run_id else None
+            if run is None:
+                return
+            graph = self._graph(run)
+            max_visits = int((run.config.get("settings") or {}).get("max_block_visits", 10))
+            sched = Scheduler(session=s, run=run, graph=graph, now=now, max_visits=max_visits)
+            duration = _duration(s, job.id, now)
+            try:
+                if isinstance(result, BlockFailed):
+                    if finish(
+                        s,
+                        Step,
+                        job.id,
+                        StepState.ERROR,
+                        attempt=job.attempt,
+                        now=now,
+                        values={
+                            "error_type": result.error_type,
+                            "error_message": result.message,
+                            "duration_ms": duration,
+                        },
+                    ):
+                        run.steps_done += 1
+                        error = {
+                            "step_id": job.id,
+                            "block_id": job.block.id,
+                            "type": result.error_type,
+                            "message": result.message,
+                        }
+                        revoke = (
+                            terminate_run(
+                                s,
+                                run,
+                                RunStatus.FAILED,
+                                TerminationReason.EXECUTION_ERROR,
+                                now=now,
+                                error=error,
+                            )
+                            or []
+                        )
+                    return
+                if RUN.is_terminal(run.status):
+                    if finish(
+                        s,
+                        Step,
+                        job.id,
+                        StepState.CANCELLED,
+                        attempt=job.attempt,
+                        now=now,
+                        values={"reason": "run_ended"},
+                    ):
+                        run.steps_done += 1
+                    return
+                if run.status == RunStatus.STARTED:
+                    transition(s, RUN, Run, run.id, RunStatus.RUNNING, expect=[RunStatus.STARTED])
+                    run.status = RunStatus.RUNNING
+                resolved = self._apply(s, sched, job, result, now, duration)
+                if resolved is not None:
+                    sched.step_resolved(resolved)
+                if not RUN.is_terminal(run.status) and sched.finish_turn():
+                    log.info("run completed", extra={"run": run.id})
+            except LoopingRisk as exc:
+                sched.dispatchable.clear()
+                revoke = (
+                    terminate_run(
+                        s,
+                        run,
+                        RunStatus.ABORTED_LOOPING,
+                        TerminationReason.LOOPING_RISK,
+                        now=now,
+                        error={"type": "looping_risk", "message": str(exc)},
+                    )
+                    or []
+                )
+            finally:
+                run.updated_at = now
+                work = list(sched.dispatchable)
+        self._pending_publish.extend(work)
+        self._pending_revoke.extend(revoke)
+
+    def _apply(
+        self, s: Session, sched: Scheduler, job: Job, result: Result, now: Any, duration: int | None
+    ) -> Resolved | None:
+        """Store a step's result; return it as resolved when downstream may now run."""
+        if isinstance(result, FanOut):
+            base = Resolved(
+                id=job.id,
+                block_id=job.block.id,
+                scope=job.scope,
+                turn=job.turn,
+                visit=job.visit,
+                state=StepState.RUNNING,
+                active=(),
+                outputs={},
+            )
+            if result.items:
+                sched.fan_out(base, result.items)
+                return None
+            result = Outcome(outputs={"results": []}, active=("results",))
+        if isinstance(result, FanOutConsensus):
+            self._fan_out_attempts(s, sched, WorkKind.STEP, job, result.n, now)
+            return None
+        if isinstance(result, AwaitInput):
+            # The answer arrives in the next turn (POST .../input) on this block's handle.
+            values: dict[str, Any] = {
+                "outputs": wrap({"prompt": result.prompt}),
+                "active_output_handles": [],
+                "reason": "awaiting_input",
+                "duration_ms": duration,
+            }
+            if finish(
+                s, Step, job.id, StepState.COMPLETED, attempt=job.attempt, now=now, values=values
+            ):
+                sched.run.steps_done += 1
+            return None
+        assert isinstance(result, Outcome)
+        outputs = job.raw_inputs if job.block.type == "start" else wrap(result.outputs)
+        values = {
+            "outputs": outputs,
+            "active_output_handles": list(result.active),
+            "duration_ms": duration,
+            "consensus": result.consensus,
+        }
+        if not finish(
+            s, Step, job.id, StepState.COMPLETED, attempt=job.attempt, now=now, values=values
+        ):
+            return None
+        sched.run.steps_done += 1
+        self._record_calls(s, job, result.calls)
+        return Resolved(
+            id=job.id,
+            block_id=job.block.id,
+            scope=job.scope,
+            turn=job.turn,
+            visit=job.visit,
+            state=StepState.COMPLETED,
+            active=result.active,
+            outputs=dict(result.outputs),
+        )
+
+    # -- consensus attempts --------------------------------------------------------------
+
+    def _fan_out_attempts(
+        self, s: Session, sched: Scheduler | None, kind: WorkKind, job: Job, n: int, now: Any
+    ) -> None:
+        model = Step if kind == WorkKind.STEP else BlockExecution
+        s.execute(
+            update(model)
+            .where(model.id == job.id, model.attempt == job.attempt)
+            .values(open_children=n, n_consensus=n)
+        )
+        rows = [
+            {
+                "id": new_id(),
+                "owner_kind": str(kind),
+                "owner_id": job.id,
+                "owner_attempt": job.attempt,
+                "index": i,
+                "state": StepState.QUEUED,
+                "queued_at": now,
+                "created_at": now,
+                "attempt": 0,
+            }
+            for i in range(n)
+        ]
+        s.execute(insert(ConsensusAttempt), rows)
+        work = [Work(kind=WorkKind.ATTEMPT, id=r["id"]) for r in rows]
+        if sched is not None:
+            sched.dispatchable.extend(work)
+        else:
+            self._pending_publish.extend(work)
+
+    def _run_attempt(self, attempt_id: str) -> None:
+        now = utcnow()
+        with self.db.transaction() as s:
+            c = claim(
+                s,
+                ConsensusAttempt,
+                attempt_id,
+                worker=self.worker,
+                holder_alive=self.holder_alive,
+                lease=timedelta(seconds=self.settings.lease_s),
+                now=now,
+            )
+            if c is None:
+                return
+            att = s.get(ConsensusAttempt, attempt_id, populate_existing=True)
+            owner_job = self._owner_job(s, att) if att else None
+            if att is None or owner_job is None:
+                finish(
+                    s,
+                    ConsensusAttempt,
+                    attempt_id,
+                    StepState.CANCELLED,
+                    attempt=c.attempt,
+                    values={"reason": "owner_ended"},
+                )
+                return
+            index = att.index
+        request = model_request(owner_job.block, owner_job.inputs, attempt=index)
+        response: ModelResponse | BlockFailed
+        try:
+            response = call_model(self.tools.provider, request)
+        except BlockFailed as failure:
+            response = failure
+        self._settle_attempt(attempt_id, c.attempt, owner_job, response)
+
+    def _owner_job(self, s: Session, att: ConsensusAttempt) -> Job | None:
+        if att.owner_kind == WorkKind.STEP:
+            step = s.get(Step, att.owner_id)
+            if step is None or step.state != StepState.RUNNING or step.attempt != att.owner_attempt:
+                return None
+            run = s.get(Run, step.run_id)
+            assert run is not None
+            block = self._graph(run).by_id[step.block_id]
+            return Job(
+                kind=WorkKind.STEP,
+                id=step.id,
+                attempt=step.attempt,
+                organization_id=run.organization_id,
+                run_id=run.id,
+                block=block,
+                inputs=unwrap(step.inputs),
+                raw_inputs=dict(step.inputs or {}),
+                scope=step.scope,
+                turn=step.turn_index,
+                visit=step.visit,
+                n_consensus=step.n_consensus,
+            )
+        ex = s.get(BlockExecution, att.owner_id)
+        if ex is None or ex.state != StepState.RUNNING or ex.attempt != att.owner_attempt:
+            return None
+        return _execution_job(ex)
+
+    def _settle_attempt(
+        self, attempt_id: str, attempt: int, owner: Job, response: ModelResponse | BlockFailed
+    ) -> None:
+        now = utcnow()
+        settle_owner: Result | None = None
+        with self.db.transaction() as s:
+            # Lock order is always run (or execution) first, then its children.
+            if owner.kind == WorkKind.STEP:
+                lock_row(s, Run, owner.run_id or "")
+                owner_model: Any = Step
+            else:
+                owner_model = BlockExecution
+            row = lock_row(s, owner_model, owner.id)
+            if isinstance(response, BlockFailed):
+                values = {"error_type": response.error_type, "error_message": response.message}
+                moved = finish(
+                    s,
+                    ConsensusAttempt,
+                    attempt_id,
+                    StepState.ERROR,
+                    attempt=attempt,
+                    now=now,
+                    values=values,
+                )
+            else:
+                moved = finish(
+                    s,
+                    ConsensusAttempt,
+                    attempt_id,
+                    StepState.COMPLETED,
+                    attempt=attempt,
+                    now=now,
+                    values={"output": response.data},
+                )
+                if moved:
+                    self._record_calls(s, owner, (response,))
+            if (
+                not moved
+                or row is None
+                or row.state != StepState.RUNNING
+                or row.attempt != owner.attempt
+            ):
+                return
+            row.open_children = int(row.open_children) - 1
+            if row.open_children > 0:
+                return
+            answers = [
+                a.output if a.state == StepState.COMPLETED else None
+                for a in s.scalars(
+                    select(ConsensusAttempt)
+                    .where(
+                        ConsensusAttempt.owner_kind == str(owner.kind),
+                        ConsensusAttempt.owner_id == owner.id,
+                        ConsensusAttempt.owner_attempt == owner.attempt,
+                    )
+                    .order_by(ConsensusAttempt.index)
+                )
+            ]
+            settle_owner = self._reconcile(owner, answers)
+            if owner.kind == WorkKind.STEP:
+                self._settle_step(owner, settle_owner, session=s)
+            else:
+                self._settle_execution(owner, settle_owner, session=s)
+
+    def _reconcile(self, owner: Job, answers: list[Any]) -> Result:
+        if all(a is None for a in answers):
+            return BlockFailed("consensus_failed", f"all {len(answers)} attempts failed")
+        try:
+            value, consensus = reconcile_answers(owner.block, answers)
+            return model_outcome(owner.block, owner.inputs, value, consensus=consensus)
+        except BlockFailed as failure:
+            return failure
+
+    # -- block executions ------------------------------------------------------------------
+
+    def _run_execution(self, execution_id: str) -> None:
+        now = utcnow()
+        with self.db.transaction() as s:
+            c = claim(
+                s,
+                BlockExecution,
+                execution_id,
+                worker=self.worker,
+                holder_alive=self.holder_alive,
+                lease=timedelta(seconds=self.settings.lease_s),
+                now=now,
+            )
+            if c is None:
+                return
+            ex = s.get(BlockExecution, execution_id, populate_existing=True)
+            assert ex is not None
+            job = _execution_job(ex)
+        if job.block.type in MODEL_TYPES and job.n_consensus > 1:
+            result: Result = FanOutConsensus(n=job.n_consensus)
+        else:
+            result = self._execute(job)
+        self._settle_execution(job, result)
+
+    def _settle_execution(
+        self, job: Job, result: Result, *, session: Session | None = None
+    ) -> None:
+        now = utcnow()
+        with self._tx(session) as s:
+            duration = _duration(s, job.id, now, model=BlockExecution)
+            if isinstance(result, FanOutConsensus):
+                self._fan_out_attempts(s, None, WorkKind.EXECUTION, job, result.n, now)
+            elif isinstance(result, BlockFailed):
+                finish(
+                    s,
+                    BlockExecution,
+                    job.id,
+                    StepState.ERROR,
+                    attempt=job.attempt,
+                    now=now,
+                    values={
+                        "error_type": result.error_type,
+                        "error_message": result.message,
+                        "duration_ms": duration,
+                    },
+                )
+            elif isinstance(result, Outcome):
+                outputs = job.raw_inputs if job.block.type == "start" else wrap(result.outputs)
+                if finish(
+                    s,
+                    BlockExecution,
+                    job.id,
+                    StepState.COMPLETED,
+                    attempt=job.attempt,
+                    now=now,
+                    values={
+                        "outputs": outputs,
+                        "active_output_handles": list(result.active),
+                        "duration_ms": duration,
+                        "consensus": result.consensus,
+                        "artifact": result.artifact,
+                    },
+                ):
+                    self._record_calls(s, job, result.calls)
+            else:
+                finish(
+                    s,
+                    BlockExecution,
+                    job.id,
+                    StepState.ERROR,
+                    attempt=job.attempt,
+                    now=now,
+                    values={
+                        "error_type": "unsupported_block",
+                        "error_message": f"a {job.block.type} block cannot run alone",
+                        "duration_ms": duration,
+                    },
+                )
+
+    # -- shared plumbing --------------------------------------------------------------------
+
+    def _record_calls(self, s: Session, job: Job, calls: tuple[ModelResponse, ...]) -> None:
+        if not calls:
+            return
+        s.execute(
+            insert(ModelCall),
+            [
+                {
+                    "id": new_id(),
+                    "organization_id": job.organization_id,
+                    "run_id": job.run_id if job.kind == WorkKind.STEP else None,
+                    "turn_index": job.turn if job.kind == WorkKind.STEP else None,
+                    "step_id": job.id if job.kind == WorkKind.STEP else None,
+                    "execution_id": job.id if job.kind == WorkKind.EXECUTION else None,
+                    "provider": c.provider,
+                    "model": c.model,
+                    "prompt_tokens": c.prompt_tokens,
+                    "completion_tokens": c.completion_tokens,
+                    "latency_ms": c.latency_ms,
+                    "created_at": utcnow(),
+                }
+                for c in calls
+            ],
+        )
+
+    def _graph(self, run: Run) -> Graph:
+        graph = self._graphs.get(run.id)
+        if graph is None:
+            graph = parse_graph(run.config, max_blocks=10_000)
+            self._graphs[run.id] = graph
+            if len(self._graphs) > 256:
+                self._graphs.popitem(last=False)
+        return graph
+
+    def _tx(self, session: Session | None) -> Any:
+        return nullcontext(session) if session is not None else self.db.transaction()
+
+    def _publish(self, work: list[Work]) -> None:
+        if not work:
+            return
+        try:
+            self.dispatcher.dispatch(work)
+        except Exception:
+            # The rows are committed as queued: the outbox sweeper publishes them again.
+            log.warning(
+                "publish failed; left to the outbox", extra={"count": len(work)}, exc_info=True
+            )
+
+    def _revoke(self, work: list[Work]) -> None:
+        if not work:
+            return
+        try:
+            self.dispatcher.revoke(work)
+        except Exception:
+            log.warning("revoke failed", exc_info=True)
+
+    def _safety_net(self, kind: WorkKind, row_id: str, exc: Exception) -> None:
+        now = utcnow()
+        error = {"type": type(exc).__name__, "message": str(exc)[:2000]}
+        revoke: list[Work] = []
+        with self.db.transaction() as s:
+            if kind == WorkKind.EXECUTION:
+                ex = s.get(BlockExecution, row_id)
+                if ex is not None and ex.state == StepState.RUNNING:
+                    finish(
+                        s,
+                        BlockExecution,
+                        row_id,
+                        StepState.ERROR,
+                        attempt=ex.attempt,
+                        now=now,
+                        values={
+                            "error_type": "finally_safety_net",
+                            "error_message": error["message"],
+                        },
+                    )
+                return
+            run_id = _run_of(s, kind, row_id)
+            run = lock_row(s, Run, run_id) if run_id else None
+            if run is None or RUN.is_terminal(run.status):
+                return
+            revoke = (
+                terminate_run(
+                    s,
+                    run,
+                    RunStatus.FAILED,
+                    TerminationReason.FINALLY_SAFETY_NET,
+                    now=now,
+                    error=error,
+                )
+                or []
+            )
+        self._revoke(revoke)
+
+
+def _bump_done(s: Session, run_id: str, n: int) -> None:
+    s.execute(update(Run).where(Run.id == run_id).values(steps_done=Run.steps_done + n))
+
+
+def _duration(s: Session, row_id: str, now: Any, model: Any = Step) -> int | None:
+    started = s.scalar(select(model.started_at).where(model.id == row_id))
+    start = as_utc(started)
+    return None if start is None else max(0, int((now - start).total_seconds() * 1000))
+
+
+def _run_of(s: Session, kind: WorkKind, row_id: str) -> str | None:
+    if kind == WorkKind.STEP:
+        step = s.get(Step, row_id)
+        return step.run_id if step else None
+    att = s.get(ConsensusAttempt, row_id)
+    if att is None:
+        return None
+    if att.owner_kind == WorkKind.STEP:
+        step = s.get(Step, att.owner_id)
+        return step.run_id if step else None
+    return None
+
+
+def _execution_job(ex: BlockExecution) -> Job:
+    config: Mapping[str, Any] = ex.block_config or {}
+    block = Block(id=ex.block_id, type=ex.block_type, config=dict(config))
+    return Job(
+        kind=WorkKind.EXECUTION,
+        id=ex.id,
+        attempt=ex.attempt,
+        organization_id=ex.organization_id,
+        run_id=ex.run_id,
+        block=block,
+        inputs=unwrap(ex.inputs),
+        raw_inputs=dict(ex.inputs or {}),
+        n_consensus=ex.n_consensus,
+    )

@@ -1,0 +1,71 @@
+"""The outbox: rows are the source of truth, messages are only a nudge.
+
+Every dispatched row is committed ``pending`` (or ``queued`` by a worker) before its
+message is published. If the publish is lost (the API died after the commit, Redis was
+away, a worker was killed between commit and publish), the row stays open; this sweeper
+publishes it again once it is older than a threshold. Rows are claimed with
+``FOR UPDATE SKIP LOCKED`` so two sweepers never publish the same row in one round, and a
+duplicate message is harmless anyway: the claim is a compare-and-set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from engine.clock import utcnow
+from engine.db.models import BlockExecution, ConsensusAttempt, Run, Step
+from engine.db.session import Database
+from engine.lifecycle import RunStatus, StepState
+from engine.ports import Dispatcher, Work, WorkKind
+from engine.runs import mark_queued
+
+_KINDS: Sequence[tuple[Any, WorkKind]] = (
+    (Step, WorkKind.STEP),
+    (BlockExecution, WorkKind.EXECUTION),
+    (ConsensusAttempt, WorkKind.ATTEMPT),
+)
+
+
+def sweep(db: Database, dispatcher: Dispatcher, *, older_than_s: float, batch: int = 500) -> int:
+    """Publish again every open, undelivered row older than ``older_than_s``; return the count."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=older_than_s)
+    work: list[Work] = []
+    pending: dict[Any, list[str]] = {}
+    with db.transaction() as s:
+        for model, kind in _KINDS:
+            stmt = select(model.id, model.state).where(
+                model.state.in_([StepState.PENDING, StepState.QUEUED]),
+                func.coalesce(model.queued_at, model.created_at) < cutoff,
+            )
+            if model is Step:
+                # A paused run's steps wait as pending on purpose.
+                stmt = stmt.join(Run, Run.id == Step.run_id).where(Run.status != RunStatus.PAUSED)
+            stmt = stmt.order_by(model.created_at).limit(batch)
+            if not db.is_sqlite:
+                stmt = stmt.with_for_update(skip_locked=True, of=model)
+            rows = s.execute(stmt).all()
+            if not rows:
+                continue
+            ids = [r.id for r in rows]
+            # Restart the clock on queued rows so the next round waits before publishing again.
+            s.execute(
+                update(model)
+                .where(model.id.in_(ids), model.state == StepState.QUEUED)
+                .values(queued_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            pending[model] = [r.id for r in rows if r.state == StepState.PENDING]
+            work.extend(Work(kind=kind, id=i) for i in ids)
+    if not work:
+        return 0
+    dispatcher.dispatch(work)
+    with db.transaction() as s:
+        for model, ids in pending.items():
+            if ids:
+                mark_queued(s, model, ids)
+    return len(work)

@@ -1,0 +1,287 @@
+"""Runs from the API's side: start, read, list and control."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from engine.clock import utcnow
+from engine.db.models import Comment, ModelCall, Run, Step, Turn
+from engine.errors import Conflict, FieldError, Invalid, NotFound
+from engine.execute import wrap
+from engine.graph import Graph, parse_graph
+from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
+from engine.pages import Page, paginate
+from engine.ports import Work, WorkKind
+from engine.scheduler import step_path
+from engine.termination import terminate_run
+from engine.workflows import get_workflow, resolve_graph
+
+
+@dataclass(frozen=True, kw_only=True)
+class Started:
+    run: Run
+    work: list[Work]
+
+
+def get_run(s: Session, org_id: str, run_id: str) -> Run:
+    run = s.get(Run, run_id)
+    if run is None or run.organization_id != org_id:
+        raise NotFound(f"run {run_id} not found")
+    return run
+
+
+def check_inputs(
+    graph: Graph, inputs: Any, *, loc: tuple[str | int, ...] = ("body", "inputs")
+) -> None:
+    if not isinstance(inputs, Mapping):
+        raise Invalid(
+            "inputs must be an object",
+            errors=[FieldError(loc=loc, msg="an object keyed by the start block's handles")],
+        )
+    declared: dict[str, str] = {}
+    for start in graph.start_blocks:
+        for handle, spec in (start.config.get("inputs") or {}).items():
+            declared[str(handle)] = str(spec.get("type", "json"))
+    errors = [
+        FieldError(loc=(*loc, k), msg="not an input of the start block")
+        for k in inputs
+        if k not in declared
+    ]
+    errors += [
+        FieldError(loc=(*loc, k), msg="required input is missing")
+        for k in declared
+        if k not in inputs
+    ]
+    for k, kind in declared.items():
+        value = inputs.get(k)
+        if (
+            k in inputs
+            and kind == "file"
+            and not (isinstance(value, Mapping) and isinstance(value.get("name"), str))
+        ):
+            errors.append(
+                FieldError(loc=(*loc, k), msg="a file input is an object with at least a 'name'")
+            )
+    if errors:
+        raise Invalid("the run's inputs do not fit the start block", errors=errors)
+
+
+def start_run(
+    s: Session,
+    org_id: str,
+    *,
+    workflow_id: str,
+    inputs: Any,
+    version: int | str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    initiator: str | None = None,
+    is_evaluation: bool = False,
+    original_run_id: str | None = None,
+) -> Started:
+    wf = get_workflow(s, org_id, workflow_id)
+    number, version_name, graph_dict, settings = resolve_graph(s, wf, version)
+    graph = parse_graph(graph_dict, max_blocks=10_000)
+    check_inputs(graph, inputs)
+    now = utcnow()
+    run = Run(
+        organization_id=org_id,
+        workflow_id=wf.id,
+        version=number,
+        version_name=version_name,
+        status=RunStatus.NOT_STARTED,
+        config={**graph_dict, "settings": settings},
+        metadata_=dict(metadata or {}),
+        initiator=initiator,
+        current_turn=0,
+        is_evaluation=is_evaluation,
+        original_run_id=original_run_id,
+        steps_total=len(graph.start_blocks),
+        steps_done=0,
+        created_at=now,
+        updated_at=now,
+    )
+    s.add(run)
+    s.flush()
+    s.add(Turn(run_id=run.id, turn_index=0, input=dict(inputs), started_at=now))
+    work: list[Work] = []
+    for start in graph.start_blocks:
+        kinds = {
+            str(k): str(v.get("type", "json"))
+            for k, v in (start.config.get("inputs") or {}).items()
+        }
+        step = Step(
+            run_id=run.id,
+            turn_index=0,
+            step_id=step_path(0, "", start.id, 1),
+            scope="",
+            block_id=start.id,
+            block_type=start.type,
+            visit=1,
+            state=StepState.PENDING,
+            inputs=wrap({k: inputs[k] for k in kinds}, kinds),
+            created_at=now,
+        )
+        s.add(step)
+        s.flush()
+        work.append(Work(kind=WorkKind.STEP, id=step.id))
+    return Started(run=run, work=work)
+
+
+def mark_queued(s: Session, model: Any, ids: Sequence[str]) -> int:
+    """After a successful publish: pending -> queued (a no-op for rows a worker already took)."""
+    return transition(
+        s,
+        STEP,
+        model,
+        list(ids),
+        StepState.QUEUED,
+        expect=[StepState.PENDING],
+        values={"queued_at": utcnow()},
+    )
+
+
+def list_runs(
+    s: Session,
+    org_id: str,
+    *,
+    limit: int,
+    after: str | None,
+    workflow_id: str | None = None,
+    status: str | None = None,
+    original_run_id: str | None = None,
+) -> Page[Run]:
+    stmt = select(Run).where(Run.organization_id == org_id)
+    if workflow_id:
+        stmt = stmt.where(Run.workflow_id == workflow_id)
+    if status:
+        stmt = stmt.where(Run.status == status)
+    if original_run_id:
+        stmt = stmt.where(Run.original_run_id == original_run_id)
+    return paginate(s, stmt, Run, limit=limit, after=after)
+
+
+def list_steps(s: Session, run: Run, *, limit: int, after: str | None) -> Page[Step]:
+    return paginate(s, select(Step).where(Step.run_id == run.id), Step, limit=limit, after=after)
+
+
+def turns_of(s: Session, run: Run) -> list[Turn]:
+    return list(s.scalars(select(Turn).where(Turn.run_id == run.id).order_by(Turn.turn_index)))
+
+
+def comments_of(s: Session, run: Run) -> list[Comment]:
+    return list(s.scalars(select(Comment).where(Comment.run_id == run.id).order_by(Comment.id)))
+
+
+def usage_of(s: Session, run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(token_usage, latency_stats) of the model calls this run made itself."""
+    rows = s.execute(
+        select(
+            ModelCall.provider,
+            ModelCall.model,
+            func.count(),
+            func.sum(ModelCall.prompt_tokens),
+            func.sum(ModelCall.completion_tokens),
+            func.sum(ModelCall.latency_ms),
+        )
+        .where(ModelCall.run_id == run.id)
+        .group_by(ModelCall.provider, ModelCall.model)
+    ).all()
+    return summarize_usage(rows)
+
+
+def summarize_usage(rows: Sequence[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    prompt = completion = calls = latency = 0
+    by_model: dict[str, dict[str, int]] = {}
+    by_provider: dict[str, dict[str, int]] = {}
+    lat_by_model: dict[str, dict[str, Any]] = {}
+    for provider, model, n, p, c, lat in rows:
+        p, c, lat, n = int(p or 0), int(c or 0), int(lat or 0), int(n or 0)
+        prompt, completion, calls, latency = prompt + p, completion + c, calls + n, latency + lat
+        for bucket, key in ((by_model, model), (by_provider, provider)):
+            entry = bucket.setdefault(key, {"total": 0, "prompt": 0, "completion": 0})
+            entry["prompt"] += p
+            entry["completion"] += c
+            entry["total"] += p + c
+        lm = lat_by_model.setdefault(model, {"calls": 0, "total_ms": 0})
+        lm["calls"] += n
+        lm["total_ms"] += lat
+    token_usage = {
+        "total": prompt + completion,
+        "prompt": prompt,
+        "completion": completion,
+        "by_model": by_model,
+        "by_provider": by_provider,
+    }
+    latency_stats = {
+        "total_calls": calls,
+        "avg_latency_ms": round(latency / calls, 1) if calls else 0.0,
+        "by_model": {
+            m: {"calls": v["calls"], "avg_latency_ms": round(v["total_ms"] / v["calls"], 1)}
+            for m, v in lat_by_model.items()
+            if v["calls"]
+        },
+    }
+    return token_usage, latency_stats
+
+
+def add_comment(s: Session, run: Run, *, author: str, text: str) -> Comment:
+    comment = Comment(run_id=run.id, author=author, text=text)
+    s.add(comment)
+    s.flush()
+    return comment
+
+
+def pause_run(s: Session, org_id: str, run_id: str) -> Run:
+    run = get_run(s, org_id, run_id)
+    moved = transition(
+        s,
+        RUN,
+        Run,
+        run.id,
+        RunStatus.PAUSED,
+        expect=[RunStatus.NOT_STARTED, RunStatus.STARTED, RunStatus.RUNNING],
+        values={"updated_at": utcnow()},
+    )
+    if not moved:
+        raise Conflict(f"a {run.status} run cannot be paused")
+    s.refresh(run)
+    return run
+
+
+def resume_run(s: Session, org_id: str, run_id: str) -> tuple[Run, list[Work]]:
+    """paused -> running; the steps that waited are published again."""
+    run = get_run(s, org_id, run_id)
+    moved = transition(
+        s,
+        RUN,
+        Run,
+        run.id,
+        RunStatus.RUNNING,
+        expect=[RunStatus.PAUSED],
+        values={"updated_at": utcnow()},
+    )
+    if not moved:
+        raise Conflict(f"a {run.status} run cannot be resumed")
+    s.refresh(run)
+    ids = s.scalars(
+        select(Step.id).where(
+            Step.run_id == run.id, Step.state.in_([StepState.PENDING, StepState.QUEUED])
+        )
+    ).all()
+    return run, [Work(kind=WorkKind.STEP, id=i) for i in ids]
+
+
+def cancel_run(s: Session, org_id: str, run_id: str) -> tuple[Run, list[Work]]:
+    run = get_run(s, org_id, run_id)
+    if RUN.is_terminal(run.status):
+        raise Conflict(f"the run is already {run.status}")
+    revoke = terminate_run(s, run, RunStatus.CANCELLED, TerminationReason.CANCELLED, now=utcnow())
+    if revoke is None:
+        raise Conflict("the run ended while it was being cancelled")
+    s.refresh(run)
+    return run, revoke

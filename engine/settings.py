@@ -1,0 +1,100 @@
+"""One typed settings object, read from ``QUORUM_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A ``QUORUM_*`` variable holds a value of the wrong shape."""
+
+
+def _default_data_dir() -> str:
+    return str(Path.cwd() / ".data")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # Empty database/broker URLs mean the embedded default, derived from ``data_dir``:
+    # SQLite for rows and kombu's filesystem transport for messages, so a bare machine runs.
+    data_dir: str = field(default_factory=_default_data_dir)
+    database_url: str = ""
+    broker_url: str = ""
+    redis_url: str = ""
+    functions: str = ""
+    log_level: str = "INFO"
+    log_json: bool = True
+    max_body_bytes: int = 1_048_576
+    max_json_depth: int = 32
+    max_blocks_per_graph: int = 200
+    max_for_each_items: int = 10_000
+    page_size_max: int = 200
+    # A pending/queued row older than this is assumed lost by the broker and re-published.
+    outbox_after_s: float = 60.0
+    # A running row whose holder cannot be proven alive is taken over after this long.
+    lease_s: float = 900.0
+    stale_run_after_s: float = 3600.0
+    provider: str = "local"
+    provider_base_url: str = ""
+    provider_api_key: str = ""
+    provider_model: str = "local-1"
+    provider_timeout_s: float = 60.0
+    worker_concurrency: int = 2
+    # Test-only fault points (e.g. "api.after_commit"): never set in production.
+    fault_points: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"QUORUM_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.name, f.type, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir) / 'quorum.sqlite3'}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.effective_broker_url.startswith("filesystem://")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    def has_fault(self, name: str) -> bool:
+        return name in {p.strip() for p in self.fault_points.split(",") if p.strip()}
+
+
+def _coerce(name: str, type_name: Any, raw: str) -> Any:
+    kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", "str")
+    try:
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"QUORUM_{name.upper()}={raw!r} is not a valid {kind}") from exc
+    return raw

@@ -1,0 +1,181 @@
+"""Workflows: one mutable draft, immutable numbered versions (0 is the graph created with)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from engine.db.models import Workflow, WorkflowVersion
+from engine.db.session import lock_row
+from engine.errors import FieldError, Invalid, NotFound
+from engine.graph import Graph, parse_graph
+from engine.pages import Page, paginate
+
+
+def _graph_dict(graph: Graph) -> dict[str, Any]:
+    return graph.as_dict()
+
+
+def get_workflow(s: Session, org_id: str, workflow_id: str, *, lock: bool = False) -> Workflow:
+    wf = lock_row(s, Workflow, workflow_id) if lock else s.get(Workflow, workflow_id)
+    if wf is None or wf.organization_id != org_id:
+        raise NotFound(f"workflow {workflow_id} not found")
+    return wf
+
+
+def create_workflow(
+    s: Session,
+    org_id: str,
+    *,
+    name: str,
+    blocks: list[Any],
+    edges: list[Any],
+    description: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+    max_blocks: int = 200,
+) -> Workflow:
+    graph = parse_graph({"blocks": blocks, "edges": edges}, max_blocks=max_blocks)
+    draft = _graph_dict(graph)
+    wf = Workflow(
+        organization_id=org_id,
+        name=name,
+        description=description,
+        draft=draft,
+        settings=dict(settings or {}),
+        latest_version=0,
+    )
+    s.add(wf)
+    s.flush()
+    s.add(
+        WorkflowVersion(
+            workflow_id=wf.id,
+            number=0,
+            name=None,
+            graph=copy.deepcopy(draft),
+            settings=dict(wf.settings),
+        )
+    )
+    s.flush()
+    return wf
+
+
+def list_workflows(s: Session, org_id: str, *, limit: int, after: str | None) -> Page[Workflow]:
+    stmt = select(Workflow).where(Workflow.organization_id == org_id)
+    return paginate(s, stmt, Workflow, limit=limit, after=after)
+
+
+def versions_of(s: Session, workflow_id: str) -> list[WorkflowVersion]:
+    return list(
+        s.scalars(
+            select(WorkflowVersion)
+            .where(WorkflowVersion.workflow_id == workflow_id)
+            .order_by(WorkflowVersion.number)
+        )
+    )
+
+
+def replace_draft(
+    s: Session,
+    org_id: str,
+    workflow_id: str,
+    *,
+    blocks: list[Any],
+    edges: list[Any],
+    settings: Mapping[str, Any] | None = None,
+    max_blocks: int = 200,
+) -> Workflow:
+    graph = parse_graph({"blocks": blocks, "edges": edges}, max_blocks=max_blocks)
+    wf = get_workflow(s, org_id, workflow_id, lock=True)
+    wf.draft = _graph_dict(graph)
+    if settings is not None:
+        wf.settings = dict(settings)
+    s.flush()
+    return wf
+
+
+def patch_block(
+    s: Session,
+    org_id: str,
+    workflow_id: str,
+    block_id: str,
+    *,
+    name: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    max_blocks: int = 200,
+) -> Workflow:
+    wf = get_workflow(s, org_id, workflow_id, lock=True)
+    blocks = copy.deepcopy(wf.draft.get("blocks", []))
+    for b in blocks:
+        if b.get("id") == block_id:
+            if name is not None:
+                b["name"] = name
+            if config is not None:
+                b["config"] = dict(config)
+            break
+    else:
+        raise NotFound(f"block {block_id} not found in the draft of workflow {workflow_id}")
+    graph = parse_graph(
+        {"blocks": blocks, "edges": wf.draft.get("edges", [])}, max_blocks=max_blocks
+    )
+    wf.draft = _graph_dict(graph)
+    s.flush()
+    return wf
+
+
+def publish_version(
+    s: Session, org_id: str, workflow_id: str, *, name: str | None
+) -> WorkflowVersion:
+    wf = get_workflow(s, org_id, workflow_id, lock=True)
+    number = wf.latest_version + 1
+    version = WorkflowVersion(
+        workflow_id=wf.id,
+        number=number,
+        name=name,
+        graph=copy.deepcopy(wf.draft),
+        settings=dict(wf.settings),
+    )
+    wf.latest_version = number
+    s.add(version)
+    s.flush()
+    return version
+
+
+def get_version(s: Session, org_id: str, workflow_id: str, number: int) -> WorkflowVersion:
+    get_workflow(s, org_id, workflow_id)
+    version = s.scalar(
+        select(WorkflowVersion).where(
+            WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.number == number
+        )
+    )
+    if version is None:
+        raise NotFound(f"version {number} of workflow {workflow_id} not found")
+    return version
+
+
+def resolve_graph(
+    s: Session, wf: Workflow, version: int | str | None
+) -> tuple[int | None, str | None, dict[str, Any], dict[str, Any]]:
+    """(version number or None for the draft, version name, graph, settings) a run pins."""
+    if version == "draft":
+        return None, "draft", copy.deepcopy(wf.draft), dict(wf.settings)
+    number = wf.latest_version if version is None else version
+    if not isinstance(number, int) or isinstance(number, bool):
+        raise Invalid(
+            "version must be a number or 'draft'",
+            errors=[FieldError(loc=("body", "version"), msg="a number or 'draft'")],
+        )
+    v = s.scalar(
+        select(WorkflowVersion).where(
+            WorkflowVersion.workflow_id == wf.id, WorkflowVersion.number == number
+        )
+    )
+    if v is None:
+        raise Invalid(
+            f"workflow {wf.id} has no version {number}",
+            errors=[FieldError(loc=("body", "version"), msg=f"no version {number}")],
+        )
+    return v.number, v.name, copy.deepcopy(v.graph), dict(v.settings or {})

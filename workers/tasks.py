@@ -1,0 +1,53 @@
+"""Celery tasks: thin shells that hand a row id to the orchestrator."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from sqlalchemy.exc import DBAPIError
+
+from engine.outbox import sweep
+from workers.celery_app import TASK_ATTEMPT, TASK_EXECUTION, TASK_REAP, TASK_STEP, TASK_SWEEP
+from workers.runtime import runtime_for
+
+log = logging.getLogger("quorum.tasks")
+
+# The database being away is the one failure worth retrying here: every other fault is
+# settled by the orchestrator on the row itself.
+RETRY = {
+    "autoretry_for": (DBAPIError,),
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 40,
+}
+
+
+def register(app: Celery) -> None:
+    @app.task(name=TASK_STEP, **RETRY)
+    def execute_step(step_id: str) -> None:
+        runtime_for(app).orchestrator.run_step(step_id)
+
+    @app.task(name=TASK_EXECUTION, **RETRY)
+    def execute_block(execution_id: str) -> None:
+        runtime_for(app).orchestrator.run_execution(execution_id)
+
+    @app.task(name=TASK_ATTEMPT, **RETRY)
+    def execute_attempt(attempt_id: str) -> None:
+        runtime_for(app).orchestrator.run_attempt(attempt_id)
+
+    @app.task(name=TASK_SWEEP, acks_late=False)
+    def sweep_outbox() -> int:
+        rt = runtime_for(app)
+        count = sweep(rt.db, rt.dispatcher, older_than_s=rt.settings.outbox_after_s)
+        if count:
+            log.info("outbox re-published rows", extra={"count": count})
+        return count
+
+    @app.task(name=TASK_REAP, acks_late=False)
+    def reap_runs() -> int:
+        from engine.reaper import reap
+
+        rt = runtime_for(app)
+        return reap(rt.db, rt.dispatcher, default_after_s=rt.settings.stale_run_after_s)
