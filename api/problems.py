@@ -105,10 +105,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
         status = exc.code or 500
+        limit = app.config.get("MAX_CONTENT_LENGTH")
         detail = {
             404: "no such resource",
             405: "this method is not allowed on this resource",
-            413: f"the request body exceeds the limit of {app.config.get('MAX_CONTENT_LENGTH')} bytes",
+            413: f"the request body exceeds the limit of {limit} bytes",
         }.get(status, exc.description or "")
         resp = problem(status, detail)
         if status == 405 and exc.get_response().headers.get("Allow"):

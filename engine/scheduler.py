@@ -271,6 +271,8 @@ class Scheduler:
                 Step.turn_index == turn if same_turn else Step.turn_index <= turn,
             )
             .order_by(Step.turn_index.desc(), Step.visit.desc())
+            # Rows moved by compare-and-set UPDATEs in this transaction must be re-read.
+            .execution_options(populate_existing=True)
         )
         found: dict[str, Step] = {}
         for s in self.session.scalars(stmt):

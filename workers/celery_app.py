@@ -73,6 +73,8 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
             "processed_folder": str(root / "processed"),
             "control_folder": str(root / "control"),
             "store_processed": False,
+            # The filesystem transport polls; a short interval keeps local runs snappy.
+            "polling_interval": 0.05,
         }
     return {
         # Longer than the longest block (the lease): Redis redelivers an unacknowledged

@@ -1,0 +1,46 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from flask import Flask, request
+
+from api.auth import require_principal
+from api.metrics import install_metrics
+from api.problems import register_error_handlers
+from api.runtime import ApiRuntime
+from engine.db.session import Database
+from engine.ports import Dispatcher
+from engine.settings import Settings
+
+
+def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask("quorum")
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        QUORUM_MAX_JSON_DEPTH=settings.max_json_depth,
+        PROPAGATE_EXCEPTIONS=False,
+        TRAP_HTTP_EXCEPTIONS=False,
+    )
+    if dispatcher is None:
+        from workers.celery_app import create_celery
+        from workers.dispatch import CeleryDispatcher
+
+        dispatcher = CeleryDispatcher(create_celery(settings))
+    app.extensions["quorum"] = ApiRuntime(
+        settings=settings, db=Database(settings, pool_size=8), dispatcher=dispatcher
+    )
+    register_error_handlers(app)
+    install_metrics(app)
+
+    from api.routes import executions, ops, runs, workflows
+
+    for module in (ops, workflows, runs, executions):
+        app.register_blueprint(module.bp)
+
+    @app.before_request
+    def _authenticate() -> None:
+        if request.path.startswith("/v1/") or request.path == "/v1":
+            require_principal()
+
+    return app

@@ -1,0 +1,172 @@
+"""Runs: start, read, list, steps, and control (pause, resume, cancel), comments."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from flask import Blueprint
+
+from api import views
+from api.auth import current
+from api.registry import registry
+from api.runtime import runtime
+from api.schemas import CommentBody, CreateRun, PageQuery, RunsQuery
+from engine import runs as svc
+from engine.db.models import Run, Step
+from engine.ports import Work
+
+bp = Blueprint("runs", __name__)
+route = registry.route
+
+
+def run_view(s: Any, run: Run) -> dict[str, Any]:
+    token_usage, latency_stats = svc.usage_of(s, run)
+    return views.run(
+        run,
+        turns=svc.turns_of(s, run),
+        comments=svc.comments_of(s, run),
+        token_usage=token_usage,
+        latency_stats=latency_stats,
+    )
+
+
+def _read(run_id: str) -> dict[str, Any]:
+    with runtime().db.transaction() as s:
+        return run_view(s, svc.get_run(s, current().organization_id, run_id))
+
+
+@route(
+    bp,
+    "POST",
+    "/v1/workflows/runs",
+    summary="Start a run",
+    tag="runs",
+    body=CreateRun,
+    status=202,
+    errors=(404,),
+)
+def create_run(body: CreateRun) -> Any:
+    rt = runtime()
+    with rt.db.transaction() as s:
+        started = svc.start_run(
+            s,
+            current().organization_id,
+            workflow_id=body.workflow_id,
+            inputs=body.inputs,
+            version=body.version,
+            metadata=body.metadata,
+            initiator=body.initiator,
+        )
+        run_id = started.run.id
+    rt.publish(Step, started.work)
+    return _read(run_id)
+
+
+@route(bp, "GET", "/v1/workflows/runs", summary="List runs", tag="runs", query=RunsQuery)
+def list_runs(query: RunsQuery) -> Any:
+    with runtime().db.transaction() as s:
+        page = svc.list_runs(
+            s,
+            current().organization_id,
+            limit=query.limit,
+            after=query.after,
+            workflow_id=query.workflow_id,
+            status=query.status,
+            original_run_id=query.original_run_id,
+        )
+        return {
+            "data": [views.run_summary(r) for r in page.items],
+            "has_more": page.has_more,
+            "next_after": page.next_after,
+        }
+
+
+@route(bp, "GET", "/v1/workflows/runs/<run_id>", summary="Read a run", tag="runs")
+def get_run(run_id: str) -> Any:
+    return _read(run_id)
+
+
+@route(
+    bp,
+    "GET",
+    "/v1/workflows/runs/<run_id>/steps",
+    summary="List a run's steps",
+    tag="runs",
+    query=PageQuery,
+)
+def list_steps(run_id: str, query: PageQuery) -> Any:
+    with runtime().db.transaction() as s:
+        run = svc.get_run(s, current().organization_id, run_id)
+        page = svc.list_steps(s, run, limit=query.limit, after=query.after)
+        return {
+            "data": [views.step(st) for st in page.items],
+            "has_more": page.has_more,
+            "next_after": page.next_after,
+        }
+
+
+@route(
+    bp,
+    "POST",
+    "/v1/workflows/runs/<run_id>/pause",
+    summary="Pause a run",
+    tag="runs",
+    errors=(409,),
+)
+def pause_run(run_id: str) -> Any:
+    with runtime().db.transaction() as s:
+        svc.pause_run(s, current().organization_id, run_id)
+    return _read(run_id)
+
+
+@route(
+    bp,
+    "POST",
+    "/v1/workflows/runs/<run_id>/resume",
+    summary="Resume a paused run",
+    tag="runs",
+    errors=(409,),
+)
+def resume_run(run_id: str) -> Any:
+    rt = runtime()
+    with rt.db.transaction() as s:
+        _, work = svc.resume_run(s, current().organization_id, run_id)
+    rt.publish(Step, work)
+    return _read(run_id)
+
+
+@route(
+    bp,
+    "POST",
+    "/v1/workflows/runs/<run_id>/cancel",
+    summary="Cancel a run",
+    tag="runs",
+    errors=(409,),
+)
+def cancel_run(run_id: str) -> Any:
+    rt = runtime()
+    revoke: list[Work]
+    with rt.db.transaction() as s:
+        _, revoke = svc.cancel_run(s, current().organization_id, run_id)
+    if revoke:
+        # Best effort: the revoked steps' fenced completions are discarded anyway.
+        with contextlib.suppress(Exception):
+            rt.dispatcher.revoke(revoke)
+    return _read(run_id)
+
+
+@route(
+    bp,
+    "POST",
+    "/v1/workflows/runs/<run_id>/comments",
+    summary="Comment on a run",
+    tag="runs",
+    body=CommentBody,
+    status=201,
+)
+def add_comment(run_id: str, body: CommentBody) -> Any:
+    with runtime().db.transaction() as s:
+        run = svc.get_run(s, current().organization_id, run_id)
+        author = body.author or current().organization_name
+        return views.comment(svc.add_comment(s, run, author=author, text=body.text))

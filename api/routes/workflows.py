@@ -1,0 +1,145 @@
+"""Workflows: create, list, read, replace draft, patch a block, publish and read versions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+
+from api import views
+from api.auth import current
+from api.registry import registry
+from api.runtime import runtime
+from api.schemas import CreateWorkflow, PageQuery, PatchBlock, PublishVersion, ReplaceDraft
+from engine import workflows as svc
+
+bp = Blueprint("workflows", __name__)
+route = registry.route
+
+
+def _settings(body: Any) -> dict[str, Any] | None:
+    return body.settings.model_dump(exclude_none=True) if body.settings is not None else None
+
+
+@route(
+    bp,
+    "POST",
+    "/v1/workflows",
+    summary="Create a workflow (version 0 is its graph)",
+    tag="workflows",
+    body=CreateWorkflow,
+    status=201,
+)
+def create_workflow(body: CreateWorkflow) -> Any:
+    rt = runtime()
+    with rt.db.transaction() as s:
+        wf = svc.create_workflow(
+            s,
+            current().organization_id,
+            name=body.name,
+            description=body.description,
+            blocks=body.blocks,
+            edges=body.edges,
+            settings=_settings(body) or {},
+            max_blocks=rt.settings.max_blocks_per_graph,
+        )
+        return views.workflow(wf, svc.versions_of(s, wf.id))
+
+
+@route(bp, "GET", "/v1/workflows", summary="List workflows", tag="workflows", query=PageQuery)
+def list_workflows(query: PageQuery) -> Any:
+    with runtime().db.transaction() as s:
+        page = svc.list_workflows(
+            s, current().organization_id, limit=query.limit, after=query.after
+        )
+        return {
+            "data": [views.workflow_summary(w) for w in page.items],
+            "has_more": page.has_more,
+            "next_after": page.next_after,
+        }
+
+
+@route(
+    bp,
+    "GET",
+    "/v1/workflows/<workflow_id>",
+    summary="Read a workflow with its draft",
+    tag="workflows",
+)
+def get_workflow(workflow_id: str) -> Any:
+    with runtime().db.transaction() as s:
+        wf = svc.get_workflow(s, current().organization_id, workflow_id)
+        return views.workflow(wf, svc.versions_of(s, wf.id))
+
+
+@route(
+    bp,
+    "PUT",
+    "/v1/workflows/<workflow_id>/draft",
+    summary="Replace the draft graph",
+    tag="workflows",
+    body=ReplaceDraft,
+)
+def replace_draft(workflow_id: str, body: ReplaceDraft) -> Any:
+    rt = runtime()
+    with rt.db.transaction() as s:
+        wf = svc.replace_draft(
+            s,
+            current().organization_id,
+            workflow_id,
+            blocks=body.blocks,
+            edges=body.edges,
+            settings=_settings(body),
+            max_blocks=rt.settings.max_blocks_per_graph,
+        )
+        return views.workflow(wf, svc.versions_of(s, wf.id))
+
+
+@route(
+    bp,
+    "PATCH",
+    "/v1/workflows/<workflow_id>/draft/blocks/<block_id>",
+    summary="Change one block of the draft",
+    tag="workflows",
+    body=PatchBlock,
+)
+def patch_block(workflow_id: str, block_id: str, body: PatchBlock) -> Any:
+    rt = runtime()
+    with rt.db.transaction() as s:
+        wf = svc.patch_block(
+            s,
+            current().organization_id,
+            workflow_id,
+            block_id,
+            name=body.name,
+            config=body.config,
+            max_blocks=rt.settings.max_blocks_per_graph,
+        )
+        return views.workflow(wf, svc.versions_of(s, wf.id))
+
+
+@route(
+    bp,
+    "POST",
+    "/v1/workflows/<workflow_id>/versions",
+    summary="Publish the draft as the next version",
+    tag="workflows",
+    body=PublishVersion,
+    status=201,
+)
+def publish_version(workflow_id: str, body: PublishVersion) -> Any:
+    with runtime().db.transaction() as s:
+        v = svc.publish_version(s, current().organization_id, workflow_id, name=body.name)
+        return views.version(v)
+
+
+@route(
+    bp,
+    "GET",
+    "/v1/workflows/<workflow_id>/versions/<int:number>",
+    summary="Read one published version",
+    tag="workflows",
+)
+def get_version(workflow_id: str, number: int) -> Any:
+    with runtime().db.transaction() as s:
+        return views.version(svc.get_version(s, current().organization_id, workflow_id, number))

@@ -1,0 +1,46 @@
+"""What the API needs per process: settings, database, dispatcher."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+
+from engine.db.session import Database
+from engine.ports import Dispatcher, Work
+from engine.runs import mark_queued
+from engine.settings import Settings
+
+log = logging.getLogger("quorum.api")
+
+
+@dataclass(kw_only=True)
+class ApiRuntime:
+    settings: Settings
+    db: Database
+    dispatcher: Dispatcher
+
+    def publish(self, model: Any, work: Sequence[Work]) -> bool:
+        """Publish committed rows, then mark them queued; False leaves them to the outbox."""
+        if not work:
+            return True
+        if self.settings.has_fault("api.crash_after_commit"):
+            # Test-only: die between commit and publish, as a killed API process would.
+            os._exit(70)
+        try:
+            self.dispatcher.dispatch(work)
+        except Exception:
+            log.warning("publish failed; the outbox will publish the rows", exc_info=True)
+            return False
+        with self.db.transaction() as s:
+            mark_queued(s, model, [w.id for w in work])
+        return True
+
+
+def runtime() -> ApiRuntime:
+    rt: ApiRuntime = current_app.extensions["quorum"]
+    return rt

@@ -1,0 +1,1 @@
+"""Quorum's command line and Python client."""

@@ -1,0 +1,211 @@
+"""The ``quorum`` command: serve, work, migrate, manage keys, and run workflows."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+
+from engine.settings import Settings, SettingsError
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def main() -> None:
+    """Quorum: a distributed workflow engine. Configured by QUORUM_* environment variables."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations (creates the schema on an empty database)."""
+    from engine.db.migrate import upgrade
+
+    upgrade(_settings().effective_database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--org", "org", required=True, help="organization name (created if new)")
+@click.option("--name", default=None, help="a label for the key")
+def keys_create(org: str, name: str | None) -> None:
+    """Create an API key; it is printed once, alone on the last line."""
+    from engine.auth import issue_key
+    from engine.db.session import Database
+
+    database = Database(_settings())
+    with database.transaction() as s:
+        issued = issue_key(s, org, name=name)
+    database.close()
+    click.echo(
+        f"organization {org} ({issued.organization_id}), key prefix {issued.prefix}", err=True
+    )
+    click.echo(issued.key)
+
+
+@keys.command("revoke")
+@click.argument("prefix")
+def keys_revoke(prefix: str) -> None:
+    """Revoke the key with this prefix (e.g. qk_0a1b2c3d4e5f)."""
+    from engine.auth import revoke_key
+    from engine.db.session import Database
+
+    database = Database(_settings())
+    with database.transaction() as s:
+        done = revoke_key(s, prefix)
+    database.close()
+    if not done:
+        raise click.ClickException(f"no active key with prefix {prefix}")
+    click.echo(f"revoked {prefix}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=None, type=int, help="gunicorn workers (default 2)")
+def api(host: str, port: int, workers: int | None) -> None:
+    """Serve the HTTP API with gunicorn."""
+    env = dict(os.environ, QUORUM_API_BIND=f"{host}:{port}")
+    if workers:
+        env["QUORUM_API_WORKERS"] = str(workers)
+    args = [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "api:create_app()"]
+    os.execvpe(args[0], args, env)
+
+
+def _celery() -> Any:
+    from quorum.logs import configure_logging
+    from workers.celery_app import create_celery
+
+    settings = _settings()
+    configure_logging(settings)
+    return create_celery(settings)
+
+
+@main.command()
+@click.option("--concurrency", "-c", default=None, type=int)
+@click.option("--loglevel", default="INFO")
+def worker(concurrency: int | None, loglevel: str) -> None:
+    """Run a Celery worker (prefork pool)."""
+    app = _celery()
+    settings: Settings = app.quorum_settings
+    argv = [
+        "worker",
+        f"--loglevel={loglevel}",
+        "--pool=prefork",
+        f"--concurrency={concurrency or settings.worker_concurrency}",
+        "-E",
+    ]
+    if settings.is_embedded_broker:
+        argv += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
+    app.worker_main(argv)
+
+
+@main.command()
+def beat() -> None:
+    """Run Celery beat: the outbox sweeper and the stale run reaper on a schedule."""
+    app = _celery()
+    settings: Settings = app.quorum_settings
+    schedule = os.path.join(settings.data_dir, "celerybeat-schedule")
+    os.makedirs(settings.data_dir, exist_ok=True)
+    app.start(["beat", "--loglevel=INFO", f"--schedule={schedule}"])
+
+
+@main.command()
+@click.option("--older-than", default=None, type=float, help="seconds (default: settings)")
+def sweep(older_than: float | None) -> None:
+    """Publish again rows left pending or queued (the outbox), once."""
+    from engine.db.session import Database
+    from engine.outbox import sweep as do_sweep
+    from workers.celery_app import create_celery
+    from workers.dispatch import CeleryDispatcher
+
+    settings = _settings()
+    count = do_sweep(
+        Database(settings),
+        CeleryDispatcher(create_celery(settings)),
+        older_than_s=settings.outbox_after_s if older_than is None else older_than,
+    )
+    click.echo(f"re-published {count} rows")
+
+
+@main.command()
+def reap() -> None:
+    """Fail stale runs (no progress for longer than their limit), once."""
+    from engine.db.session import Database
+    from engine.reaper import reap as do_reap
+    from workers.celery_app import create_celery
+    from workers.dispatch import CeleryDispatcher
+
+    settings = _settings()
+    count = do_reap(
+        Database(settings),
+        CeleryDispatcher(create_celery(settings)),
+        default_after_s=settings.stale_run_after_s,
+    )
+    click.echo(f"reaped {count} runs")
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, type=int)
+def dev(port: int) -> None:
+    """Run the whole engine locally: migrate, then API, worker and beat together."""
+    from engine.db.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.effective_database_url)
+    exe = [sys.executable, "-m", "quorum.cli"]
+    procs = [
+        subprocess.Popen([*exe, "api", "--port", str(port), "--workers", "1"]),
+        subprocess.Popen([*exe, "worker"]),
+        subprocess.Popen([*exe, "beat"]),
+    ]
+    click.echo(
+        f"Quorum on http://127.0.0.1:{port} (database {settings.effective_database_url}); "
+        "Ctrl-C stops",
+        err=True,
+    )
+
+    def stop(*_: Any) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    stop()
+
+
+if __name__ == "__main__":
+    main()
