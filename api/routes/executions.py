@@ -2,6 +2,106 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 from flask import Blueprint
 
+from api import views
+from api.auth import current
+from api.registry import registry
+from api.runtime import runtime
+from api.schemas import CreateExecution, ExecutionsQuery
+from engine import executions as svc
+from engine.db.models import BlockExecution
+
 bp = Blueprint("executions", __name__)
+route = registry.route
+
+
+def _read(execution_id: str) -> dict[str, Any]:
+    with runtime().db.transaction() as s:
+        return views.execution(svc.get_execution(s, current().organization_id, execution_id))
+
+
+@route(
+    bp,
+    "POST",
+    "/v1/workflows/blocks/executions",
+    summary="Re-run one block of a past run against the current draft",
+    tag="block executions",
+    body=CreateExecution,
+    status=202,
+    errors=(404, 409),
+)
+def create_execution(body: CreateExecution) -> Any:
+    rt = runtime()
+    with rt.db.transaction() as s:
+        ex, work = svc.create_execution(
+            s,
+            current().organization_id,
+            run_id=body.run_id,
+            block_id=body.block_id,
+            step_id=body.step_id,
+            n_consensus=body.n_consensus,
+            verify_upstream=body.verify_upstream,
+        )
+        execution_id = ex.id
+    rt.publish(BlockExecution, work)
+    return _read(execution_id)
+
+
+@route(
+    bp,
+    "GET",
+    "/v1/workflows/blocks/executions",
+    summary="List block executions",
+    tag="block executions",
+    query=ExecutionsQuery,
+)
+def list_executions(query: ExecutionsQuery) -> Any:
+    with runtime().db.transaction() as s:
+        page = svc.list_executions(
+            s,
+            current().organization_id,
+            limit=query.limit,
+            after=query.after,
+            run_id=query.run_id,
+            block_id=query.block_id,
+        )
+        return {
+            "data": [views.execution(e) for e in page.items],
+            "has_more": page.has_more,
+            "next_after": page.next_after,
+        }
+
+
+@route(
+    bp,
+    "GET",
+    "/v1/workflows/blocks/executions/<execution_id>",
+    summary="Read a block execution",
+    tag="block executions",
+)
+def get_execution(execution_id: str) -> Any:
+    return _read(execution_id)
+
+
+@route(
+    bp,
+    "POST",
+    "/v1/workflows/blocks/executions/<execution_id>/cancel",
+    summary="Cancel a block execution",
+    tag="block executions",
+    errors=(409,),
+)
+def cancel_execution(execution_id: str) -> Any:
+    rt = runtime()
+    with rt.db.transaction() as s:
+        ex, revoke = svc.cancel_execution(s, current().organization_id, execution_id)
+        out = views.execution(ex)
+    if revoke:
+        # Best effort: a running execution's fenced completion is discarded anyway.
+        with contextlib.suppress(Exception):
+            rt.dispatcher.revoke(revoke)
+    return out
