@@ -40,6 +40,12 @@ class ApiRuntime:
             mark_queued(s, model, [w.id for w in work])
         return True
 
+    def close(self) -> None:
+        self.db.close()
+        closer = getattr(self.dispatcher, "close", None)
+        if closer is not None:
+            closer()
+
 
 def runtime() -> ApiRuntime:
     rt: ApiRuntime = current_app.extensions["quorum"]

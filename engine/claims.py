@@ -64,6 +64,12 @@ def claim(
             values={"queued_at": now},
         )
     elif state == StepState.RUNNING:
+        if int(getattr(row, "open_children", 0) or 0) > 0:
+            # A fanned-out row (for_each iterations, consensus attempts) waits on its
+            # children, whose rows were committed with it; no worker holds it, so there is
+            # nothing to take over, and running it again would fan out a second time.
+            log.info("message for a row waiting on its children dropped", extra={"row": row_id})
+            return None
         alive = holder_alive(row.worker or "")
         started = as_utc(row.started_at) or now
         if alive is True or (alive is None and now - started < lease):

@@ -156,15 +156,40 @@ class Graph:
                     result.append(frozenset(comp))
         return result
 
+    def _sources(self, block_id: str) -> list[str]:
+        """Direct upstream blocks: edge sources, plus the body of a for_each whose
+        ``results`` (gathered from that body) flow in; the ``item`` handle carries none."""
+        found: list[str] = []
+        for e in self.incoming(block_id):
+            found.append(e.source)
+            source = self.by_id.get(e.source)
+            if source is not None and source.type == "for_each" and e.source_handle != "item":
+                found.extend(self._body_closure(source.id))
+        return found
+
+    def _body_closure(self, for_each_id: str) -> list[str]:
+        """Every block of a for_each's body, nested for_each bodies included."""
+        members: list[str] = []
+        todo = [for_each_id]
+        while todo:
+            fe = self.by_id.get(todo.pop())
+            if fe is None or fe.type != "for_each":
+                continue
+            for m in (str(x) for x in fe.config.get("body") or []):
+                if m not in members and m != for_each_id:
+                    members.append(m)
+                    todo.append(m)
+        return members
+
     def ancestors(self, block_id: str) -> set[str]:
         seen: set[str] = set()
-        todo = [e.source for e in self.incoming(block_id)]
+        todo = self._sources(block_id)
         while todo:
             b = todo.pop()
             if b in seen:
                 continue
             seen.add(b)
-            todo.extend(e.source for e in self.incoming(b))
+            todo.extend(self._sources(b))
             if b in self.body_owner:
                 todo.append(self.body_owner[b])
         if block_id in self.body_owner:

@@ -277,8 +277,8 @@ class Orchestrator:
                             )
                             or []
                         )
-                    return
-                if RUN.is_terminal(run.status):
+                    # No early return: the revokes below must still be handed over.
+                elif RUN.is_terminal(run.status):
                     if finish(
                         s,
                         Step,
@@ -289,15 +289,17 @@ class Orchestrator:
                         values={"reason": "run_ended"},
                     ):
                         run.steps_done += 1
-                    return
-                if run.status == RunStatus.STARTED:
-                    transition(s, RUN, Run, run.id, RunStatus.RUNNING, expect=[RunStatus.STARTED])
-                    run.status = RunStatus.RUNNING
-                resolved = self._apply(s, sched, job, result, now, duration)
-                if resolved is not None:
-                    sched.step_resolved(resolved)
-                if not RUN.is_terminal(run.status) and sched.finish_turn():
-                    log.info("run completed", extra={"run": run.id})
+                else:
+                    if run.status == RunStatus.STARTED:
+                        transition(
+                            s, RUN, Run, run.id, RunStatus.RUNNING, expect=[RunStatus.STARTED]
+                        )
+                        run.status = RunStatus.RUNNING
+                    resolved = self._apply(s, sched, job, result, now, duration)
+                    if resolved is not None:
+                        sched.step_resolved(resolved)
+                    if not RUN.is_terminal(run.status) and sched.finish_turn():
+                        log.info("run completed", extra={"run": run.id})
             except LoopingRisk as exc:
                 sched.dispatchable.clear()
                 revoke = (
@@ -322,6 +324,19 @@ class Orchestrator:
     ) -> Resolved | None:
         """Store a step's result; return it as resolved when downstream may now run."""
         if isinstance(result, FanOut):
+            # Fenced like every completion: a superseded claim must not start iterations.
+            held = s.execute(
+                update(Step)
+                .where(
+                    Step.id == job.id,
+                    Step.attempt == job.attempt,
+                    Step.state == StepState.RUNNING,
+                )
+                .values(open_children=len(result.items))
+            )
+            if not getattr(held, "rowcount", 0):
+                log.warning("stale fan-out discarded", extra={"row": job.id})
+                return None
             base = Resolved(
                 id=job.id,
                 block_id=job.block.id,
@@ -383,11 +398,19 @@ class Orchestrator:
         self, s: Session, sched: Scheduler | None, kind: WorkKind, job: Job, n: int, now: Any
     ) -> None:
         model = Step if kind == WorkKind.STEP else BlockExecution
-        s.execute(
+        held = s.execute(
             update(model)
-            .where(model.id == job.id, model.attempt == job.attempt)
+            .where(
+                model.id == job.id,
+                model.attempt == job.attempt,
+                model.state == StepState.RUNNING,
+            )
             .values(open_children=n, n_consensus=n)
         )
+        if not getattr(held, "rowcount", 0):
+            # The claim was superseded (or the row ended): its attempts would be orphans.
+            log.warning("stale consensus fan-out discarded", extra={"row": job.id})
+            return
         rows = [
             {
                 "id": new_id(),
@@ -686,6 +709,11 @@ class Orchestrator:
         error = {"type": type(exc).__name__, "message": str(exc)[:2000]}
         revoke: list[Work] = []
         with self.db.transaction() as s:
+            if kind == WorkKind.ATTEMPT:
+                att = s.get(ConsensusAttempt, row_id)
+                if att is not None and att.owner_kind == WorkKind.EXECUTION:
+                    # The fault belongs to the execution that fanned the attempt out.
+                    kind, row_id = WorkKind.EXECUTION, att.owner_id
             if kind == WorkKind.EXECUTION:
                 ex = s.get(BlockExecution, row_id)
                 if ex is not None and ex.state == StepState.RUNNING:

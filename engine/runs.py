@@ -17,7 +17,7 @@ from engine.graph import Graph, parse_graph
 from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
 from engine.pages import Page, paginate
 from engine.ports import Work, WorkKind
-from engine.scheduler import step_path
+from engine.scheduler import Scheduler, step_path
 from engine.termination import terminate_run
 from engine.workflows import get_workflow, resolve_graph
 
@@ -28,8 +28,9 @@ class Started:
     work: list[Work]
 
 
-def get_run(s: Session, org_id: str, run_id: str) -> Run:
-    run = s.get(Run, run_id)
+def get_run(s: Session, org_id: str, run_id: str, *, lock: bool = False) -> Run:
+    # lock: read it fresh under the row lock, for callers that write counters back.
+    run = s.get(Run, run_id, with_for_update=True if lock else None, populate_existing=lock)
     if run is None or run.organization_id != org_id:
         raise NotFound(f"run {run_id} not found")
     return run
@@ -273,15 +274,26 @@ def resume_run(s: Session, org_id: str, run_id: str) -> tuple[Run, list[Work]]:
             Step.run_id == run.id, Step.state.in_([StepState.PENDING, StepState.QUEUED])
         )
     ).all()
+    if not ids:
+        # The last step settled while the run was paused, so no settlement is left to
+        # close the turn: do it here (the UPDATE above holds the run's row lock).
+        graph = parse_graph(run.config, max_blocks=10_000)
+        if Scheduler(session=s, run=run, graph=graph, now=utcnow()).finish_turn():
+            s.flush()
+            s.refresh(run)
     return run, [Work(kind=WorkKind.STEP, id=i) for i in ids]
 
 
 def cancel_run(s: Session, org_id: str, run_id: str) -> tuple[Run, list[Work]]:
-    run = get_run(s, org_id, run_id)
+    # Locked: terminate_run adds to steps_done, which the flush writes back as a value.
+    run = get_run(s, org_id, run_id, lock=True)
     if RUN.is_terminal(run.status):
         raise Conflict(f"the run is already {run.status}")
     revoke = terminate_run(s, run, RunStatus.CANCELLED, TerminationReason.CANCELLED, now=utcnow())
     if revoke is None:
         raise Conflict("the run ended while it was being cancelled")
+    # terminate_run counted the closed steps on the object: flush before re-reading it,
+    # or the refresh throws that progress away (the session does not autoflush).
+    s.flush()
     s.refresh(run)
     return run, revoke

@@ -105,7 +105,8 @@ def _celery() -> Any:
 @main.command()
 @click.option("--concurrency", "-c", default=None, type=int)
 @click.option("--loglevel", default="INFO")
-def worker(concurrency: int | None, loglevel: str) -> None:
+@click.option("--name", "-n", default=None, help="node name, e.g. w1@%h")
+def worker(concurrency: int | None, loglevel: str, name: str | None) -> None:
     """Run a Celery worker (prefork pool)."""
     app = _celery()
     settings: Settings = app.quorum_settings
@@ -116,6 +117,8 @@ def worker(concurrency: int | None, loglevel: str) -> None:
         f"--concurrency={concurrency or settings.worker_concurrency}",
         "-E",
     ]
+    if name:
+        argv.append(f"--hostname={name}")
     if settings.is_embedded_broker:
         argv += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
     app.worker_main(argv)

@@ -41,6 +41,9 @@ class CeleryDispatcher:
                     ignore_result=True,
                 )
 
+    def close(self) -> None:
+        self.app.close()
+
     def revoke(self, work: Sequence[Work]) -> None:
         if work:
             self.app.control.revoke([task_id(w) for w in work], terminate=True, signal="SIGTERM")

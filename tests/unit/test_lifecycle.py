@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
@@ -153,7 +154,7 @@ def _set(engine: Engine, model: type[Step] | type[Run], row_id: str, **values: o
             setattr(row, k, v)
 
 
-def _read(engine: Engine, model: type[Step] | type[Run], row_id: str) -> object:
+def _read(engine: Engine, model: type[Step] | type[Run], row_id: str) -> Any:
     with Session(engine) as s:
         row = s.scalar(select(model).where(model.id == row_id))
         assert row is not None
@@ -171,21 +172,21 @@ def test_step_transition_on_a_row(
         # Nothing may ever move to this state (pending): asking is a programming error.
         with Session(engine) as s, s.begin(), pytest.raises(IllegalTransition):
             transition(s, STEP, Step, step_id, target)
-        assert _read(engine, Step, step_id).state == source  # type: ignore[attr-defined]
+        assert _read(engine, Step, step_id).state == source
         return
     with Session(engine) as s, s.begin():
         moved = transition(s, STEP, Step, step_id, target, values={"reason": "first"})
     assert moved == (1 if allowed else 0)
     row = _read(engine, Step, step_id)
-    assert row.state == (target if allowed else source)  # type: ignore[attr-defined]
-    assert row.reason == ("first" if allowed else None)  # type: ignore[attr-defined]
+    assert row.state == (target if allowed else source)
+    assert row.reason == ("first" if allowed else None)
     # The same message again: a compare-and-set never moves a row twice.
     with Session(engine) as s, s.begin():
         again = transition(s, STEP, Step, step_id, target, values={"reason": "second"})
     assert again == 0
     row = _read(engine, Step, step_id)
-    assert row.state == (target if allowed else source)  # type: ignore[attr-defined]
-    assert row.reason == ("first" if allowed else None)  # type: ignore[attr-defined]
+    assert row.state == (target if allowed else source)
+    assert row.reason == ("first" if allowed else None)
 
 
 @pytest.mark.parametrize(("source", "target"), RUN_PAIRS, ids=lambda s: str(s))
@@ -198,14 +199,12 @@ def test_run_transition_on_a_row(
     if not RUN.sources_of(target):
         with Session(engine) as s, s.begin(), pytest.raises(IllegalTransition):
             transition(s, RUN, Run, run_id, target)
-        assert _read(engine, Run, run_id).status == source  # type: ignore[attr-defined]
+        assert _read(engine, Run, run_id).status == source
         return
     with Session(engine) as s, s.begin():
         moved = transition(s, RUN, Run, run_id, target)
     assert moved == (1 if allowed else 0)
-    assert _read(engine, Run, run_id).status == (  # type: ignore[attr-defined]
-        target if allowed else source
-    )
+    assert _read(engine, Run, run_id).status == (target if allowed else source)
     with Session(engine) as s, s.begin():
         assert transition(s, RUN, Run, run_id, target) == 0
 
@@ -216,10 +215,10 @@ def test_expect_narrows_the_sources(engine: Engine, ids: dict[str, str]) -> None
     with Session(engine) as s, s.begin():
         # queued is reachable from running, but the caller only accepts pending here.
         assert transition(s, STEP, Step, step_id, S.QUEUED, expect=[S.PENDING]) == 0
-    assert _read(engine, Step, step_id).state == S.RUNNING  # type: ignore[attr-defined]
+    assert _read(engine, Step, step_id).state == S.RUNNING
     with Session(engine) as s, s.begin():
         assert transition(s, STEP, Step, step_id, S.QUEUED, expect=[S.RUNNING]) == 1
-    assert _read(engine, Step, step_id).state == S.QUEUED  # type: ignore[attr-defined]
+    assert _read(engine, Step, step_id).state == S.QUEUED
 
 
 @pytest.mark.parametrize(
@@ -239,7 +238,7 @@ def test_expect_cannot_widen(
     _set(engine, Step, step_id, state=expect[-1])
     with Session(engine) as s, s.begin(), pytest.raises(IllegalTransition):
         transition(s, STEP, Step, step_id, target, expect=expect)
-    assert _read(engine, Step, step_id).state == expect[-1]  # type: ignore[attr-defined]
+    assert _read(engine, Step, step_id).state == expect[-1]
 
 
 def test_where_fences_on_the_attempt(engine: Engine, ids: dict[str, str]) -> None:
@@ -251,14 +250,14 @@ def test_where_fences_on_the_attempt(engine: Engine, ids: dict[str, str]) -> Non
         )
     assert stale == 0
     row = _read(engine, Step, step_id)
-    assert (row.state, row.reason) == (S.RUNNING, None)  # type: ignore[attr-defined]
+    assert (row.state, row.reason) == (S.RUNNING, None)
     with Session(engine) as s, s.begin():
         current = transition(
             s, STEP, Step, step_id, S.COMPLETED, where=[Step.attempt == 2], values={"reason": "y"}
         )
     assert current == 1
     row = _read(engine, Step, step_id)
-    assert (row.state, row.reason) == (S.COMPLETED, "y")  # type: ignore[attr-defined]
+    assert (row.state, row.reason) == (S.COMPLETED, "y")
 
 
 def test_transition_of_many_rows_moves_only_the_eligible(
@@ -266,7 +265,13 @@ def test_transition_of_many_rows_moves_only_the_eligible(
 ) -> None:
     with Session(engine) as s, s.begin():
         rows = [
-            Step(run_id=ids["run"], step_id=f"many-{st}", block_id="m", block_type="function", state=st)
+            Step(
+                run_id=ids["run"],
+                step_id=f"many-{st}",
+                block_id="m",
+                block_type="function",
+                state=st,
+            )
             for st in (S.PENDING, S.QUEUED, S.RUNNING, S.COMPLETED)
         ]
         s.add_all(rows)

@@ -1,0 +1,55 @@
+"""Block functions that integration tests register in worker processes via QUORUM_FUNCTIONS."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+SPEC = ",".join(
+    f"{name}=tests.support.functions:{name}"
+    for name in ("double", "add", "explode", "effect", "slow", "count_to", "inc")
+)
+
+
+def double(inputs: dict[str, Any]) -> Any:
+    return inputs["value"] * 2
+
+
+def add(inputs: dict[str, Any]) -> Any:
+    return sum(v for v in inputs.values() if isinstance(v, int | float))
+
+
+def explode(inputs: dict[str, Any], params: dict[str, Any]) -> Any:
+    raise ValueError(params.get("message", "exploded on purpose"))
+
+
+def inc(inputs: dict[str, Any]) -> Any:
+    value = inputs.get("value")
+    return (value if isinstance(value, int) else 0) + 1
+
+
+def count_to(inputs: dict[str, Any], params: dict[str, Any]) -> Any:
+    return list(range(int(inputs.get("value") or params.get("n", 0))))
+
+
+def effect(inputs: dict[str, Any], params: dict[str, Any]) -> Any:
+    """Record one side effect per execution (to count duplicates), then pass the value on."""
+    directory = Path(os.environ["QUORUM_TEST_EFFECTS_DIR"])
+    tag = str(params.get("tag", "effect"))
+    key = str(inputs.get("value"))
+    with (directory / f"{tag}.log").open("a") as fh:
+        fh.write(f"{key} {os.getpid()}\n")
+    delay = float(params.get("sleep", 0))
+    if delay:
+        time.sleep(delay)
+    return inputs.get("value")
+
+
+def slow(inputs: dict[str, Any], params: dict[str, Any]) -> Any:
+    marker = params.get("marker")
+    if marker:
+        Path(marker).write_text(str(os.getpid()))
+    time.sleep(float(params.get("seconds", 2)))
+    return inputs.get("value")
