@@ -43,7 +43,7 @@ from engine.ids import new_id
 from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
 from engine.ports import Dispatcher, Work, WorkKind
 from engine.providers import ModelResponse
-from engine.scheduler import LoopingRisk, Resolved, Scheduler
+from engine.scheduler import AWAITING, LoopingRisk, Resolved, Scheduler
 from engine.settings import Settings
 from engine.termination import terminate_run
 
@@ -134,8 +134,10 @@ class Orchestrator:
         job = self._claim_step(step_id)
         if job is None:
             return
-        if self.settings.has_fault("orchestrator.after_claim"):
-            raise InjectedFault("fault injected after claim")
+        if self.settings.has_fault("orchestrator.after_claim") or self.settings.has_fault(
+            f"orchestrator.after_claim:{job.block.id}"
+        ):
+            raise InjectedFault(f"fault injected after claiming {job.block.id}")
         result = self._execute(job)
         self._settle_step(job, result)
 
@@ -359,7 +361,7 @@ class Orchestrator:
             values: dict[str, Any] = {
                 "outputs": wrap({"prompt": result.prompt}),
                 "active_output_handles": [],
-                "reason": "awaiting_input",
+                "reason": AWAITING,
                 "duration_ms": duration,
             }
             if finish(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from engine.clock import utcnow
@@ -14,6 +15,7 @@ from engine.db.models import Comment, ModelCall, Run, Step, Turn
 from engine.errors import Conflict, FieldError, Invalid, NotFound
 from engine.execute import wrap
 from engine.graph import Graph, parse_graph
+from engine.ids import new_id
 from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
 from engine.pages import Page, paginate
 from engine.ports import Work, WorkKind
@@ -109,28 +111,39 @@ def start_run(
     s.add(run)
     s.flush()
     s.add(Turn(run_id=run.id, turn_index=0, input=dict(inputs), started_at=now))
-    work: list[Work] = []
+    return Started(run=run, work=start_steps(s, run, inputs, now))
+
+
+def start_steps(s: Session, run: Run, inputs: Mapping[str, Any], now: datetime) -> list[Work]:
+    """Create the first turn's start steps as ``pending`` (published after commit)."""
+    graph = parse_graph(run.config, max_blocks=10_000)
+    rows: list[dict[str, Any]] = []
     for start in graph.start_blocks:
         kinds = {
             str(k): str(v.get("type", "json"))
             for k, v in (start.config.get("inputs") or {}).items()
         }
-        step = Step(
-            run_id=run.id,
-            turn_index=0,
-            step_id=step_path(0, "", start.id, 1),
-            scope="",
-            block_id=start.id,
-            block_type=start.type,
-            visit=1,
-            state=StepState.PENDING,
-            inputs=wrap({k: inputs[k] for k in kinds}, kinds),
-            created_at=now,
+        rows.append(
+            {
+                "id": new_id(),
+                "run_id": run.id,
+                "turn_index": 0,
+                "step_id": step_path(0, "", start.id, 1),
+                "scope": "",
+                "block_id": start.id,
+                "block_type": start.type,
+                "visit": 1,
+                "state": StepState.PENDING,
+                "inputs": wrap({k: inputs[k] for k in kinds}, kinds),
+                "created_at": now,
+                "attempt": 0,
+                "n_consensus": 1,
+                "open_children": 0,
+            }
         )
-        s.add(step)
-        s.flush()
-        work.append(Work(kind=WorkKind.STEP, id=step.id))
-    return Started(run=run, work=work)
+    s.execute(insert(Step), rows)
+    run.steps_total = len(rows)
+    return [Work(kind=WorkKind.STEP, id=r["id"]) for r in rows]
 
 
 def mark_queued(s: Session, model: Any, ids: Sequence[str]) -> int:

@@ -29,6 +29,11 @@ from engine.ports import Work, WorkKind
 _SCOPE_TAIL = re.compile(r"^(?:(?P<parent>.*)/)?(?P<fe>[a-z][a-z0-9_-]*)\[(?P<index>\d+)\]$")
 
 
+# A completed human_input step whose answer has not arrived yet.
+AWAITING = "awaiting_input"
+ANSWERED = "answered"
+
+
 class LoopingRisk(Exception):
     def __init__(self, block_id: str, visits: int) -> None:
         super().__init__(f"block {block_id!r} would run {visits} times in one turn")
@@ -397,7 +402,11 @@ class Scheduler:
         return results
 
     def finish_turn(self) -> bool:
-        """Close the turn when nothing is open in it; True when the run completed."""
+        """Close the turn when nothing is open in it; True when the run completed.
+
+        A turn that reached a ``human_input`` block ends with the run waiting for the
+        answer instead; the answer opens the next turn (``engine.turns``).
+        """
         if self.open_steps():
             return False
         ends = self.session.scalars(
@@ -406,31 +415,50 @@ class Scheduler:
                 Step.run_id == self.run.id,
                 Step.turn_index == self.run.current_turn,
                 Step.scope == "",
-                Step.block_type == "end",
+                Step.block_type.in_(["end", "human_input"]),
                 Step.state == StepState.COMPLETED,
             )
             .order_by(Step.created_at)
         ).all()
         output: dict[str, Any] = {}
+        awaiting = [s for s in ends if s.block_type == "human_input" and s.reason == AWAITING]
         for s in ends:
-            output.update(unwrap(s.outputs))
+            if s.block_type == "end":
+                output.update(unwrap(s.outputs))
+        if awaiting:
+            first = awaiting[0]
+            output["awaiting_input"] = {
+                "block_id": first.block_id,
+                "step_id": first.step_id,
+                "prompt": unwrap(first.outputs).get("prompt"),
+            }
         self.session.execute(
             update(Turn)
             .where(Turn.run_id == self.run.id, Turn.turn_index == self.run.current_turn)
             .values(output=output, completed_at=self.now)
         )
+        target = RunStatus.WAITING if awaiting else RunStatus.COMPLETED
+        values: dict[str, Any] = {"updated_at": self.now}
+        if target == RunStatus.COMPLETED:
+            values["completed_at"] = self.now
         moved = transition(
             self.session,
             RUN,
             Run,
             self.run.id,
-            RunStatus.COMPLETED,
-            expect=[RunStatus.STARTED, RunStatus.RUNNING],
-            values={"completed_at": self.now, "updated_at": self.now},
+            target,
+            expect=[RunStatus.RUNNING] if awaiting else [RunStatus.STARTED, RunStatus.RUNNING],
+            values=values,
         )
-        if moved:
-            self.run.status = RunStatus.COMPLETED
-        return bool(moved)
+        if not moved:
+            return False
+        self.run.status = target
+        if target != RunStatus.COMPLETED:
+            return False
+        from engine.evaluation import run_ended
+
+        self.dispatchable.extend(run_ended(self.session, self.run, self.now))
+        return True
 
 
 def _same_component(graph: Graph, a: str, b: str) -> bool:

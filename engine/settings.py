@@ -25,6 +25,9 @@ class Settings:
     database_url: str = ""
     broker_url: str = ""
     redis_url: str = ""
+    # The broker queue the API publishes to and workers consume; separate deployments
+    # (or test sessions) sharing one Redis keep apart by name.
+    queue: str = "quorum"
     functions: str = ""
     log_level: str = "INFO"
     log_json: bool = True

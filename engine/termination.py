@@ -73,4 +73,7 @@ def terminate_run(
         values={"reason": label, "completed_at": now},
     )
     run.steps_done += done
+    from engine.evaluation import run_ended
+
+    run_ended(session, run, now)
     return [Work(kind=WorkKind.STEP, id=i) for i in running]

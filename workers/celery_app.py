@@ -14,7 +14,6 @@ TASK_EXECUTION = "quorum.block_execution.execute"
 TASK_ATTEMPT = "quorum.consensus_attempt.execute"
 TASK_SWEEP = "quorum.outbox.sweep"
 TASK_REAP = "quorum.runs.reap"
-QUEUE = "quorum"
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
@@ -31,7 +30,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
         result_backend=None,
         task_serializer="json",
         accept_content=["json"],
-        task_default_queue=QUEUE,
+        task_default_queue=settings.queue,
         # Flower shows every task by its quorum.* name, with state changes.
         worker_send_task_events=True,
         task_send_sent_event=True,

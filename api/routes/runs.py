@@ -11,10 +11,12 @@ from api import views
 from api.auth import current
 from api.registry import registry
 from api.runtime import runtime
-from api.schemas import CommentBody, CreateRun, PageQuery, RunsQuery
+from api.schemas import CheckpointBody, CommentBody, CreateRun, PageQuery, RunInput, RunsQuery
 from engine import runs as svc
+from engine.checkpoint import fork_run
 from engine.db.models import Run, Step
 from engine.ports import Work
+from engine.turns import answer_input as answer
 
 bp = Blueprint("runs", __name__)
 route = registry.route
@@ -170,3 +172,44 @@ def add_comment(run_id: str, body: CommentBody) -> Any:
         run = svc.get_run(s, current().organization_id, run_id)
         author = body.author or current().organization_name
         return views.comment(svc.add_comment(s, run, author=author, text=body.text))
+
+
+@route(
+    bp,
+    "POST",
+    "/v1/workflows/runs/<run_id>/input",
+    summary="Answer a run waiting for user input (starts the next turn)",
+    tag="runs",
+    body=RunInput,
+    status=202,
+    errors=(409,),
+)
+def answer_input(run_id: str, body: RunInput) -> Any:
+    rt = runtime()
+    with rt.db.transaction() as s:
+        work = answer(s, current().organization_id, run_id, body.input)
+    rt.publish(Step, work)
+    return _read(run_id)
+
+
+@route(
+    bp,
+    "POST",
+    "/v1/workflows/runs/<run_id>/checkpoint",
+    summary="Start a new run from a checkpoint (turn index) of this run",
+    tag="runs",
+    body=CheckpointBody,
+    status=202,
+)
+def checkpoint(run_id: str, body: CheckpointBody) -> Any:
+    rt = runtime()
+    kwargs: dict[str, Any] = {}
+    if "input" in body.model_fields_set:
+        kwargs["input"] = body.input
+    with rt.db.transaction() as s:
+        started = fork_run(
+            s, current().organization_id, run_id, resume_turn_index=body.resume_turn_index, **kwargs
+        )
+        child_id = started.run.id
+    rt.publish(Step, started.work)
+    return _read(child_id)

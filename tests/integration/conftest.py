@@ -8,6 +8,7 @@ gets its own organization and API key, so tests never see each other's rows.
 from __future__ import annotations
 
 import itertools
+import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,8 @@ from engine.db.migrate import upgrade
 from tests.support.fleet import Api, Fleet, fleet_env, running_fleet
 from tests.support.services import require_postgres, require_redis
 
-_redis_dbs = itertools.cycle(range(1, 15))
+# Random start: concurrent test sessions on one Redis should not share a database.
+_redis_dbs = itertools.cycle(random.sample(range(1, 15), 14))
 
 
 @pytest.fixture(scope="session")

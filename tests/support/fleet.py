@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -93,6 +95,18 @@ class Fleet:
         self.workers.append(w)
         return w
 
+    def kill_worker(self, w: Worker) -> None:
+        """SIGKILL a worker and its pool children: nothing is acknowledged or given back."""
+        children = w.child_pids()
+        os.kill(w.proc.pid, signal.SIGKILL)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        w.proc.wait()
+        if w.proc.stdout:
+            w.proc.stdout.close()
+        self.workers.remove(w)
+
     def stop_workers(self) -> None:
         for w in self.workers:
             if w.proc.poll() is None:
@@ -142,6 +156,7 @@ def fleet_env(database_url: str, broker_url: str, data_dir: Path, **extra: str) 
         QUORUM_FUNCTIONS=SPEC,
         QUORUM_LOG_JSON="false",
         QUORUM_TEST_EFFECTS_DIR=str(data_dir),
+        QUORUM_QUEUE=f"quorum-test-{uuid.uuid4().hex[:8]}",
         PYTHONPATH=str(ROOT),
     )
     env.update(extra)

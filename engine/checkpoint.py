@@ -1,0 +1,152 @@
+"""Checkpoint runs: a new run that takes over a parent's first turns and resumes at one.
+
+Turns before ``resume_turn_index`` are copied in bulk, inside the database (``INSERT ...
+SELECT``), never row by row in Python: forking a run of 10,000 steps is one statement.
+Their model calls are not copied, so usage is counted once, in the parent. The resumed
+turn starts again from the parent's turn input, or from the input given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import BigInteger, Integer, Text, func, insert, literal, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from engine.clock import utcnow
+from engine.db.models import Run, Step, Turn
+from engine.errors import FieldError, Invalid
+from engine.graph import parse_graph
+from engine.lifecycle import RunStatus
+from engine.ports import Work
+from engine.runs import Started, check_inputs, get_run, start_steps
+from engine.turns import open_turn, validate_answer
+
+_MISSING: Any = object()
+
+
+def _sql_id(dialect: str, salt: Any) -> ColumnElement[Any]:
+    """A 24-hex id computed by the database: 4-byte seconds then 8 random bytes."""
+    if dialect == "postgresql":
+        seconds = func.lpad(
+            func.to_hex(func.floor(func.extract("epoch", func.now())).cast(BigInteger())), 8, "0"
+        )
+        rnd = func.substr(func.md5(func.random().cast(Text()) + salt), 1, 16)
+        return seconds.concat(rnd)
+    seconds = func.printf("%08x", func.cast(func.strftime("%s", "now"), Integer()))
+    return seconds.concat(func.lower(func.hex(func.randomblob(8))))
+
+
+def fork_run(
+    s: Session, org_id: str, parent_id: str, *, resume_turn_index: int, input: Any = _MISSING
+) -> Started:
+    parent = get_run(s, org_id, parent_id)
+    turns = list(s.scalars(select(Turn).where(Turn.run_id == parent.id).order_by(Turn.turn_index)))
+    k = resume_turn_index
+    loc = ("body", "resume_turn_index")
+    if k < 0 or k >= len(turns):
+        raise Invalid(
+            f"the run has turns 0..{len(turns) - 1}; {k} is out of range",
+            errors=[FieldError(loc=loc, msg="out of range")],
+        )
+    incomplete = [t.turn_index for t in turns[:k] if t.completed_at is None]
+    if incomplete:
+        raise Invalid(
+            f"turn {incomplete[0]} of the parent is not complete",
+            errors=[FieldError(loc=loc, msg=f"earlier turn {incomplete[0]} is incomplete")],
+        )
+    answer = turns[k].input if input is _MISSING else input
+    now = utcnow()
+    child = Run(
+        organization_id=parent.organization_id,
+        workflow_id=parent.workflow_id,
+        version=parent.version,
+        version_name=parent.version_name,
+        # A resumed turn k > 0 continues at once from its human_input block.
+        status=RunStatus.RUNNING if k > 0 else RunStatus.NOT_STARTED,
+        config=parent.config,
+        metadata_=dict(parent.metadata_ or {}),
+        initiator=parent.initiator,
+        original_run_id=parent.id,
+        parent_turn_index=k,
+        is_evaluation=False,
+        current_turn=0,
+        steps_total=0,
+        steps_done=0,
+        created_at=now,
+        updated_at=now,
+    )
+    s.add(child)
+    s.flush()
+    graph = parse_graph(parent.config, max_blocks=10_000)
+    if k == 0:
+        check_inputs(graph, answer, loc=("body", "input"))
+        s.add(Turn(run_id=child.id, turn_index=0, input=answer, started_at=now))
+        work = start_steps(s, child, answer, now)
+        return Started(run=child, work=work)
+    dialect = s.get_bind().dialect.name
+    copied = _copy_turns(s, dialect, parent.id, child.id, k)
+    child.steps_total = child.steps_done = copied
+    # The resumed turn opens on the same human_input block that opened it in the parent.
+    resumed = s.scalar(
+        select(Step.block_id)
+        .where(Step.run_id == parent.id, Step.turn_index == k, Step.block_type == "human_input")
+        .order_by(Step.created_at)
+        .limit(1)
+    )
+    if resumed is None:
+        raise Invalid(
+            f"turn {k} of the parent did not start from a human_input block",
+            errors=[FieldError(loc=loc, msg="not a resumable turn")],
+        )
+    validate_answer(graph.by_id[resumed].config.get("schema"), answer)
+    child.current_turn = k - 1
+    resumed_work: list[Work] = open_turn(s, child, block_id=resumed, answer=answer, now=now)
+    return Started(run=child, work=resumed_work)
+
+
+def _copy_turns(s: Session, dialect: str, parent_id: str, child_id: str, k: int) -> int:
+    turn_cols = ["turn_index", "input", "output", "started_at", "completed_at"]
+    s.execute(
+        insert(Turn).from_select(
+            ["id", "run_id", *turn_cols],
+            select(
+                _sql_id(dialect, Turn.id), literal(child_id), *[getattr(Turn, c) for c in turn_cols]
+            ).where(Turn.run_id == parent_id, Turn.turn_index < k),
+        )
+    )
+    step_cols = [
+        "turn_index",
+        "step_id",
+        "scope",
+        "block_id",
+        "block_type",
+        "visit",
+        "inputs",
+        "outputs",
+        "active_output_handles",
+        "duration_ms",
+        "n_consensus",
+        "consensus",
+        "open_children",
+        "state",
+        "queued_at",
+        "started_at",
+        "completed_at",
+        "worker",
+        "attempt",
+        "error_type",
+        "error_message",
+        "reason",
+        "created_at",
+    ]
+    result = s.execute(
+        insert(Step).from_select(
+            ["id", "run_id", *step_cols],
+            select(
+                _sql_id(dialect, Step.id), literal(child_id), *[getattr(Step, c) for c in step_cols]
+            ).where(Step.run_id == parent_id, Step.turn_index < k),
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,116 @@
+"""Turns: a human_input block ends a turn; the posted answer opens the next one.
+
+The answer becomes the ``response`` output of the block that waited, as a new step of
+the next turn (``t1/ask``), and scheduling continues from there. Blocks of earlier turns
+stay visible to the scheduler, so a join after the answer can use their outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import jsonschema
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from engine.clock import utcnow
+from engine.db.models import Run, Step, Turn
+from engine.db.session import lock_row
+from engine.errors import Conflict, FieldError, Invalid, NotFound
+from engine.execute import wrap
+from engine.graph import parse_graph
+from engine.lifecycle import RUN, RunStatus, StepState, TerminationReason, transition
+from engine.ports import Work
+from engine.scheduler import ANSWERED, AWAITING, LoopingRisk, Resolved, Scheduler
+from engine.termination import terminate_run
+
+
+def validate_answer(schema: Mapping[str, Any] | None, answer: Any) -> None:
+    if not schema:
+        return
+    validator = jsonschema.Draft202012Validator(dict(schema))
+    errors = sorted(validator.iter_errors(answer), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise Invalid(
+            "the input does not fit the block's schema",
+            errors=[
+                FieldError(loc=("body", "input", *e.absolute_path), msg=e.message)
+                for e in errors[:20]
+            ],
+        )
+
+
+def answer_input(s: Session, org_id: str, run_id: str, answer: Any) -> list[Work]:
+    """Answer a run waiting for user input: opens the next turn and schedules from there."""
+    run = lock_row(s, Run, run_id)
+    if run is None or run.organization_id != org_id:
+        raise NotFound(f"run {run_id} not found")
+    if run.status != RunStatus.WAITING:
+        raise Conflict(f"the run is {run.status}, not waiting_for_user_input")
+    waiting = s.scalars(
+        select(Step)
+        .where(
+            Step.run_id == run.id,
+            Step.turn_index == run.current_turn,
+            Step.block_type == "human_input",
+            Step.reason == AWAITING,
+        )
+        .order_by(Step.created_at)
+        .limit(1)
+    ).first()
+    if waiting is None:
+        raise Conflict("the run has no block waiting for input")
+    graph = parse_graph(run.config, max_blocks=10_000)
+    validate_answer(graph.by_id[waiting.block_id].config.get("schema"), answer)
+    s.execute(update(Step).where(Step.id == waiting.id).values(reason=ANSWERED))
+    transition(s, RUN, Run, run.id, RunStatus.RUNNING, expect=[RunStatus.WAITING])
+    run.status = RunStatus.RUNNING
+    return open_turn(s, run, block_id=waiting.block_id, answer=answer, now=utcnow())
+
+
+def open_turn(s: Session, run: Run, *, block_id: str, answer: Any, now: datetime) -> list[Work]:
+    """Start turn ``current_turn + 1`` with ``answer`` on ``block_id``'s response handle."""
+    turn = run.current_turn + 1
+    run.current_turn = turn
+    s.add(Turn(run_id=run.id, turn_index=turn, input=answer, started_at=now))
+    graph = parse_graph(run.config, max_blocks=10_000)
+    block = graph.by_id[block_id]
+    max_visits = int((run.config.get("settings") or {}).get("max_block_visits", 10))
+    sched = Scheduler(session=s, run=run, graph=graph, now=now, max_visits=max_visits)
+    row = sched.step_row(block, scope="", visit=1, inputs={}, state=StepState.COMPLETED, turn=turn)
+    row.update(
+        outputs=wrap({"response": answer}),
+        active_output_handles=["response"],
+        started_at=now,
+        duration_ms=0,
+    )
+    sched.add_steps([row])
+    try:
+        sched.step_resolved(
+            Resolved(
+                id=row["id"],
+                block_id=block_id,
+                scope="",
+                turn=turn,
+                visit=1,
+                state=StepState.COMPLETED,
+                active=("response",),
+                outputs={"response": answer},
+            )
+        )
+        if not RUN.is_terminal(run.status):
+            sched.finish_turn()
+    except LoopingRisk as exc:
+        sched.dispatchable.clear()
+        terminate_run(
+            s,
+            run,
+            RunStatus.ABORTED_LOOPING,
+            TerminationReason.LOOPING_RISK,
+            now=now,
+            error={"type": "looping_risk", "message": str(exc)},
+        )
+    run.updated_at = now
+    return list(sched.dispatchable)
