@@ -40,11 +40,16 @@ class Handles:
 
 
 def handles_of(block_type: str, config: Mapping[str, Any]) -> Handles:
+    # The config may not have been checked yet (validation asks for handles while it
+    # collects errors), so every shape is tolerated here and nothing can raise.
     if block_type == "start":
-        inputs_cfg = config.get("inputs") or {}
-        return Handles(inputs=frozenset(), outputs=frozenset(inputs_cfg))
+        inputs_cfg = config.get("inputs")
+        names = inputs_cfg if isinstance(inputs_cfg, Mapping) else {}
+        return Handles(inputs=frozenset(), outputs=frozenset(str(k) for k in names))
     if block_type == "function":
-        outputs = config.get("outputs") or ["output"]
+        outputs = config.get("outputs")
+        if not isinstance(outputs, list) or not outputs:
+            outputs = ["output"]
         return Handles(inputs=ANY, outputs=frozenset(str(o) for o in outputs))
     if block_type == "extract":
         return Handles(inputs=frozenset({"document"}), outputs=frozenset({"output"}))
@@ -78,7 +83,9 @@ def _parts(config: Mapping[str, Any]) -> list[str]:
 
 
 def router_handles(config: Mapping[str, Any]) -> list[str]:
-    routes = config.get("routes") or []
+    routes = config.get("routes")
+    if not isinstance(routes, list):
+        routes = []
     handles = [str(r.get("handle")) for r in routes if isinstance(r, Mapping)]
     if config.get("default"):
         handles.append(str(config["default"]))
@@ -97,9 +104,21 @@ def check_config(block_type: str, config: Mapping[str, Any]) -> list[FieldError]
     def err(loc: tuple[str | int, ...], msg: str) -> None:
         errors.append(FieldError(loc=("config", *loc), msg=msg))
 
+    if block_type not in ("start", "end", "for_each", "human_input"):
+        retries = config.get("retries", 0)
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10:
+            err(("retries",), "must be an integer from 0 to 10")
+        backoff = config.get("retry_backoff_s", 1.0)
+        if (
+            isinstance(backoff, bool)
+            or not isinstance(backoff, int | float)
+            or not 0 <= backoff <= 600
+        ):
+            err(("retry_backoff_s",), "must be a number of seconds from 0 to 600")
     if block_type in MODEL_TYPES and "n_consensus" in config:
         n = config["n_consensus"]
-        if isinstance(n, bool) or n not in CONSENSUS_SIZES:
+        # An int, not merely equal to one: 3.0 == 3, but the runtime reads only ints.
+        if type(n) is not int or n not in CONSENSUS_SIZES:
             err(("n_consensus",), f"must be one of {list(CONSENSUS_SIZES)}")
     if block_type == "start":
         inputs = config.get("inputs", {})

@@ -248,6 +248,8 @@ class Orchestrator:
             duration = _duration(s, job.id, now)
             try:
                 if isinstance(result, BlockFailed):
+                    if self._retry(s, Step, job, result, now):
+                        return
                     if finish(
                         s,
                         Step,
@@ -603,6 +605,8 @@ class Orchestrator:
             if isinstance(result, FanOutConsensus):
                 self._fan_out_attempts(s, None, WorkKind.EXECUTION, job, result.n, now)
             elif isinstance(result, BlockFailed):
+                if self._retry(s, BlockExecution, job, result, now):
+                    return
                 finish(
                     s,
                     BlockExecution,
@@ -648,6 +652,36 @@ class Orchestrator:
                         "duration_ms": duration,
                     },
                 )
+
+    def _retry(self, s: Session, model: Any, job: Job, failure: BlockFailed, now: Any) -> bool:
+        """Give a failed block another attempt if its config allows one (with backoff)."""
+        retries = job.block.config.get("retries", 0)
+        if not isinstance(retries, int) or job.attempt > retries:
+            return False
+        base = float(job.block.config.get("retry_backoff_s", 1.0))
+        delay = min(300.0, base * 2 ** (job.attempt - 1))
+        # running -> queued is the table's retry move; queued_at in the future keeps the
+        # outbox from re-publishing before the backoff is over.
+        moved = transition(
+            s,
+            STEP,
+            model,
+            job.id,
+            StepState.QUEUED,
+            expect=[StepState.RUNNING],
+            where=[model.attempt == job.attempt],
+            values={
+                "queued_at": now + timedelta(seconds=delay),
+                "error_type": failure.error_type,
+                "error_message": failure.message,
+            },
+        )
+        if moved:
+            log.info(
+                "retrying block", extra={"row": job.id, "attempt": job.attempt, "delay_s": delay}
+            )
+            self._pending_publish.append(Work(kind=job.kind, id=job.id, delay_s=delay))
+        return bool(moved)
 
     # -- shared plumbing --------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ class Work:
 
     kind: WorkKind
     id: str
+    # Deliver no sooner than this (a retry's backoff).
+    delay_s: float = 0.0
 
 
 class Dispatcher(Protocol):

@@ -39,6 +39,7 @@ class CeleryDispatcher:
                     task_id=task_id(w),
                     producer=producer,
                     ignore_result=True,
+                    countdown=w.delay_s or None,
                 )
 
     def close(self) -> None:

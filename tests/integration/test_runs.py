@@ -179,3 +179,31 @@ def test_sigkilled_worker_mid_step_still_completes_once(
         Path(fleet.env["QUORUM_TEST_EFFECTS_DIR"]) / f"after-{tmp_path.name}.log"
     ).read_text()
     assert effects.splitlines() == [f"7 {effects.split()[1]}"]  # the downstream ran exactly once
+
+
+@pytest.mark.parametrize(("fail_times", "retries", "state"), [(2, 2, "completed"), (5, 1, "error")])
+def test_block_retries_with_backoff(
+    api: Api, fleet: Fleet, tmp_path: Path, fail_times: int, retries: int, state: str
+) -> None:
+    tag = f"{tmp_path.name}-{fail_times}"
+    block = fn("flaky", "flaky", tag=tag, fail_times=fail_times)
+    block["config"].update(retries=retries, retry_backoff_s=0.2)
+    graph = {
+        "blocks": [start(x="json"), block, END],
+        "edges": [edge("start", "x", "flaky", "value"), edge("flaky", "output", "end", "y")],
+    }
+    wf = api.create_workflow(graph)
+    run = api.wait_run(api.start_run(wf["id"], {"x": 3})["id"])
+    step = by_step_id(api.steps(run["id"]))["flaky"]
+    assert step["lifecycle"]["state"] == state
+    calls = (Path(fleet.env["QUORUM_TEST_EFFECTS_DIR"]) / f"flaky-{tag}.log").read_text()
+    assert len(calls.splitlines()) == retries + 1 if state == "error" else fail_times + 1
+    if state == "completed":
+        assert run["status"] == "completed"
+        assert run["io_pairs"][0]["output"] == {"y": 3}
+    else:
+        assert run["status"] == "failed"
+        assert step["lifecycle"]["error"] == {
+            "type": "ConnectionError",
+            "message": f"flaky failure {retries + 1}",
+        }

@@ -9,7 +9,7 @@ from typing import Any
 
 SPEC = ",".join(
     f"{name}=tests.support.functions:{name}"
-    for name in ("double", "add", "explode", "effect", "slow", "count_to", "inc")
+    for name in ("double", "add", "explode", "effect", "slow", "count_to", "inc", "flaky")
 )
 
 
@@ -52,4 +52,16 @@ def slow(inputs: dict[str, Any], params: dict[str, Any]) -> Any:
     if marker:
         Path(marker).write_text(str(os.getpid()))
     time.sleep(float(params.get("seconds", 2)))
+    return inputs.get("value")
+
+
+def flaky(inputs: dict[str, Any], params: dict[str, Any]) -> Any:
+    """Fail the first ``fail_times`` calls for a tag (counted across processes), then pass."""
+    path = Path(os.environ["QUORUM_TEST_EFFECTS_DIR"]) / f"flaky-{params['tag']}.log"
+    with path.open("a+") as fh:
+        fh.seek(0)
+        calls = len(fh.read().splitlines())
+        fh.write(f"{os.getpid()}\n")
+    if calls < int(params.get("fail_times", 1)):
+        raise ConnectionError(f"flaky failure {calls + 1}")
     return inputs.get("value")
