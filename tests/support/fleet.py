@@ -37,12 +37,13 @@ class Worker:
     proc: subprocess.Popen[str]
     lines: list[str] = field(default_factory=list)
     ready: threading.Event = field(default_factory=threading.Event)
+    ready_text: str = " ready."
 
     def pump(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line)
-            if " ready." in line:
+            if self.ready_text in line:
                 self.ready.set()
 
     def child_pids(self) -> list[int]:
@@ -65,7 +66,8 @@ class Fleet:
     def start_worker(
         self, name: str, *, concurrency: int = 1, extra_env: dict[str, str] | None = None
     ) -> Worker:
-        proc = subprocess.Popen(
+        return self._start(
+            name,
             [
                 sys.executable,
                 "-m",
@@ -78,20 +80,49 @@ class Fleet:
                 "--loglevel",
                 "INFO",
             ],
+            ready_text=" ready.",
+            extra_env=extra_env,
+        )
+
+    def start_beat(self) -> Worker:
+        """Celery beat: the outbox sweeper and the reaper on their schedule."""
+        return self._start(
+            "beat", [sys.executable, "-m", "quorum.cli", "beat"], ready_text="beat: Starting"
+        )
+
+    def start_api_process(self, port: int, extra_env: dict[str, str] | None = None) -> Worker:
+        """The API under gunicorn in its own process (``quorum api``)."""
+        return self._start(
+            f"api-{port}",
+            [sys.executable, "-m", "quorum.cli", "api", "--port", str(port), "--workers", "1"],
+            ready_text="Booting worker",
+            extra_env=extra_env,
+        )
+
+    def _start(
+        self,
+        name: str,
+        args: list[str],
+        *,
+        ready_text: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> Worker:
+        proc = subprocess.Popen(
+            args,
             cwd=ROOT,
             env={**self.env, **(extra_env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        w = Worker(name=name, proc=proc)
+        w = Worker(name=name, proc=proc, ready_text=ready_text)
         threading.Thread(target=w.pump, daemon=True).start()
         deadline = time.monotonic() + 45
         while not w.ready.wait(0.2) and proc.poll() is None and time.monotonic() < deadline:
             pass
         if not w.ready.is_set():
             proc.kill()
-            raise RuntimeError(f"worker {name} did not start:\n{''.join(w.lines[-40:])}")
+            raise RuntimeError(f"{name} did not start:\n{''.join(w.lines[-40:])}")
         self.workers.append(w)
         return w
 
