@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint fmt bench chaos up down clean
+.PHONY: help install run demo test lint fmt bench chaos up down clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,6 +25,9 @@ install: $(STAMP) ## Create .venv and install the project with dev extras (when 
 
 run: install ## Run the engine on the embedded default (SQLite + filesystem broker)
 	$(BIN)/quorum dev
+
+demo: install ## Run a router + for_each + extract (n_consensus 3) workflow locally, print the run
+	$(BIN)/quorum demo
 
 test: install ## Run the test suite (THE test command; PYTEST_ARGS="..." to pass options)
 	$(BIN)/pytest $(PYTEST_ARGS)

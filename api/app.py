@@ -15,7 +15,8 @@ from engine.settings import Settings
 
 def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    app = Flask("quorum")
+    # No static folder: every route is an API route (the docs serve their own assets).
+    app = Flask("quorum", static_folder=None)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         QUORUM_MAX_JSON_DEPTH=settings.max_json_depth,

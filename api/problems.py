@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask, Response, json
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
@@ -17,6 +17,7 @@ from engine.errors import FieldError, QuorumError
 log = logging.getLogger("quorum.api")
 
 PROBLEM_TYPE = "urn:quorum:problem:"
+# One type and one title per status, whichever layer (routing, domain, werkzeug) answers.
 SLUGS = {
     400: "bad-request",
     401: "unauthorized",
@@ -29,6 +30,19 @@ SLUGS = {
     429: "rate-limited",
     500: "internal-error",
     503: "unavailable",
+}
+TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
 
@@ -69,8 +83,8 @@ def problem(
     }
     if errors:
         body["errors"] = [e.as_dict() for e in errors]
-    if extra:
-        body.update(extra)
+    for k, v in (extra or {}).items():
+        body.setdefault(k, v)  # never overrides the standard members
     resp = Response(json.dumps(body), status=status, mimetype="application/problem+json")
     for k, v in (headers or {}).items():
         resp.headers[k] = v
@@ -80,6 +94,8 @@ def problem(
 def _default_title(status: int) -> str:
     from http import HTTPStatus
 
+    if status in TITLES:
+        return TITLES[status]
     try:
         return HTTPStatus(status).phrase
     except ValueError:
@@ -100,7 +116,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(QuorumError)
     def _domain(exc: QuorumError) -> Response:
         errors = getattr(exc, "errors", [])
-        return problem(exc.status, exc.detail, title=exc.title, errors=errors, extra=exc.extra)
+        return problem(exc.status, exc.detail, errors=errors, extra=exc.extra)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
@@ -123,6 +139,13 @@ def register_error_handlers(app: Flask) -> None:
         return problem(
             503, "the database is unavailable; retry shortly", headers={"Retry-After": "2"}
         )
+
+    @app.errorhandler(DataError)
+    def _db_data(exc: DataError) -> Response:
+        # A value the database cannot store (out of range, too long) that validation let
+        # through: the client's input, so a 422, never a 500. Logged to close the gap.
+        log.warning("database refused a value: %s", exc.orig)
+        return problem(422, "a value in the request cannot be stored (out of range or too long)")
 
     @app.errorhandler(DBAPIError)
     def _db_error(exc: DBAPIError) -> Response:

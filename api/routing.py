@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,14 +18,21 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, request
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.problems import ApiProblem, validation_errors
+from api.runtime import runtime
 from api.schemas import Problem
+from engine import idempotency
+from engine.blocks import BLOCK_ID
 from engine.errors import FieldError
 from engine.ids import is_id
 
 View = Callable[..., Any]
-_PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
+_PARAM = re.compile(r"<(?:([a-z]+):)?([a-z_]+)>")
+MAX_INT = 2**31 - 1  # path numbers map to 32-bit integer columns
+REPLAYED_HEADER = "Idempotent-Replayed"
+log = logging.getLogger("quorum.api")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,14 +47,19 @@ class Operation:
     status: int
     auth: bool
     errors: tuple[int, ...]
+    idempotent: bool = False
 
     @property
     def openapi_path(self) -> str:
-        return _PARAM.sub(r"{\1}", self.rule)
+        return _PARAM.sub(r"{\2}", self.rule)
 
     @property
     def path_params(self) -> list[str]:
-        return _PARAM.findall(self.rule)
+        return [name for _, name in _PARAM.findall(self.rule)]
+
+    @property
+    def converters(self) -> dict[str, str]:
+        return {name: conv or "string" for conv, name in _PARAM.findall(self.rule)}
 
 
 @dataclass
@@ -65,7 +79,15 @@ class Registry:
         status: int = 200,
         auth: bool = True,
         errors: tuple[int, ...] = (),
+        idempotent: bool = True,
     ) -> Callable[[View], View]:
+        """Register an operation.
+
+        ``idempotent`` (authenticated POSTs only) honours an ``Idempotency-Key`` header:
+        a repeat of a successful POST with the same key replays the first answer. Opt out
+        for a POST whose repeat must really run again.
+        """
+
         def decorator(fn: View) -> View:
             op = Operation(
                 method=method,
@@ -78,29 +100,90 @@ class Registry:
                 status=status,
                 auth=auth,
                 errors=errors,
+                idempotent=idempotent and auth and method == "POST",
             )
             self.operations.append(op)
 
             @functools.wraps(fn)
             def view(**params: Any) -> Any:
-                for name, value in params.items():
-                    # An id that cannot exist is simply not found.
-                    if name.endswith("id") and name != "block_id" and not is_id(value):
-                        raise ApiProblem(404, f"{name.replace('_', ' ')} {value!r} not found")
+                check_path_params(params)
                 kwargs = dict(params)
                 if body is not None:
                     kwargs["body"] = parse_body(body)
                 if query is not None:
                     kwargs["query"] = parse_query(query)
-                result = fn(**kwargs)
-                if isinstance(result, Response):
-                    return result
-                return json_response(result, status)
+
+                def answer() -> Response:
+                    result = fn(**kwargs)
+                    if isinstance(result, Response):
+                        return result
+                    return json_response(result, status)
+
+                key = request.headers.get(idempotency.HEADER) if op.idempotent else None
+                if key is None:
+                    return answer()
+                return idempotent_answer(key, answer)
 
             bp.add_url_rule(rule, endpoint=fn.__name__, view_func=view, methods=[method])
             return fn
 
         return decorator
+
+
+def check_path_params(params: dict[str, Any]) -> None:
+    """A path value that cannot name anything is simply not found (never a 500 later)."""
+    for name, value in params.items():
+        label = "version" if name == "number" else name.replace("_", " ")
+        if isinstance(value, int):
+            if not 0 <= value <= MAX_INT:
+                raise ApiProblem(404, f"{label} {value} not found")
+        elif name == "block_id":
+            if not BLOCK_ID.fullmatch(value):
+                raise ApiProblem(404, f"{label} {value!r} not found")
+        elif name.endswith("id") and not is_id(value):
+            raise ApiProblem(404, f"{label} {value!r} not found")
+
+
+def idempotent_answer(key: str, answer: Callable[[], Response]) -> Response:
+    """Run ``answer`` once per (organization, key); repeats get the stored first answer."""
+    db = runtime().db
+    outcome = idempotency.claim(
+        db,
+        organization_id=g.principal.organization_id,
+        key=key,
+        method=request.method,
+        path=request.path,
+    )
+    if isinstance(outcome, idempotency.Replay):
+        # The stored text, byte for byte, so the repeat is indistinguishable from the first.
+        body = outcome.body if isinstance(outcome.body, str) else json.dumps(outcome.body)
+        resp = Response(body, status=outcome.status, mimetype="application/json")
+        resp.headers[REPLAYED_HEADER] = "true"
+        return resp
+    try:
+        resp = answer()
+    except BaseException:
+        _quietly(idempotency.release, db, outcome)
+        raise
+    if 200 <= resp.status_code < 300 and resp.is_json:
+        stored = _quietly(
+            idempotency.finish, db, outcome, status=resp.status_code, body=resp.get_data(True)
+        )
+        if stored:
+            return resp
+    # A failed (or unstorable) answer is not remembered: the client may retry the key.
+    _quietly(idempotency.release, db, outcome)
+    return resp
+
+
+def _quietly(fn: Callable[..., bool], *args: Any, **kwargs: Any) -> bool:
+    # Bookkeeping must not turn an answer the client should get into an error; a
+    # placeholder left behind goes stale and is taken over (see engine.idempotency).
+    try:
+        return fn(*args, **kwargs)
+    except Exception:
+        log.warning("idempotency bookkeeping failed", exc_info=True)
+        return False
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -109,46 +192,111 @@ def json_response(payload: Any, status: int = 200) -> Response:
     )
 
 
-def _depth(value: Any) -> int:
-    depth, stack = 0, [(value, 1)]
-    while stack:
-        item, d = stack.pop()
-        depth = max(depth, d)
-        if isinstance(item, dict):
-            stack.extend((v, d + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, d + 1) for v in item)
-    return depth
+class _Unstorable(Exception):
+    """A JSON number no column can hold (infinite float, integer of thousands of digits)."""
 
 
-def read_json() -> Any:
-    if "json" not in (request.mimetype or ""):
-        raise ApiProblem(415, "send the body as application/json")
-    raw = request.get_data(cache=True)
-    if not raw.strip():
-        raise ApiProblem(400, "the request body is empty; a JSON object is expected")
+class _NotJson(ValueError):
+    pass
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Unstorable(text)
+    return value
+
+
+def _parse_int(text: str) -> int:
     try:
-        data = json.loads(raw)
+        return int(text)
+    except ValueError:  # more digits than Python converts
+        raise _Unstorable(text[:20] + "...") from None
+
+
+def _parse_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not a JSON value")
+
+
+# NUL and lone surrogates are valid in JSON text but cannot be stored (PostgreSQL text
+# and jsonb refuse NUL; UTF-8 cannot encode a surrogate).
+_UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_tree(data: Any, limit: int) -> None:
+    """Refuse values nested deeper than ``limit`` or holding unstorable strings."""
+    stack: list[tuple[Any, int, tuple[str | int, ...]]] = [(data, 1, ("body",))]
+    while stack:
+        item, depth, loc = stack.pop()
+        if depth > limit:
+            raise ApiProblem(
+                422,
+                f"the JSON body is nested deeper than {limit} levels",
+                errors=[FieldError(loc=("body",), msg=f"at most {limit} levels")],
+            )
+        if isinstance(item, dict):
+            for k, v in item.items():
+                if _UNSTORABLE_CHARS.search(k):
+                    raise _unstorable_text(loc, "an object key")
+                stack.append((v, depth + 1, (*loc, k)))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1, (*loc, i)) for i, v in enumerate(item))
+        elif isinstance(item, str) and _UNSTORABLE_CHARS.search(item):
+            raise _unstorable_text(loc, "a string")
+
+
+def _unstorable_text(loc: tuple[str | int, ...], what: str) -> ApiProblem:
+    msg = f"{what} contains a NUL character or an unpaired surrogate"
+    return ApiProblem(
+        422,
+        "the request body holds text that cannot be stored",
+        errors=[FieldError(loc=loc, msg=msg)],
+    )
+
+
+def read_json(*, empty: Any = None) -> Any:
+    """The request's JSON body; ``empty`` stands in for an empty body when not None."""
+    raw = request.get_data(cache=True)  # 413 past MAX_CONTENT_LENGTH...
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit is not None and request.content_length is None and len(raw) >= limit:
+        # ...but a streamed (chunked) body is silently cut at the limit by werkzeug:
+        # one that reaches it is refused rather than parsed truncated.
+        raise RequestEntityTooLarge()
+    if not raw.strip():
+        if empty is not None:
+            return empty
+        raise ApiProblem(400, "the request body is empty; a JSON object is expected")
+    if not request.is_json:
+        raise ApiProblem(415, "send the body as application/json")
+    try:
+        data = json.loads(
+            raw,
+            parse_float=_parse_float,
+            parse_int=_parse_int,
+            parse_constant=_parse_constant,
+        )
     except RecursionError:
         raise ApiProblem(
             422,
             "the JSON body is nested too deeply",
             errors=[FieldError(loc=("body",), msg="nested too deeply")],
         ) from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiProblem(400, f"the body is not valid JSON: {exc}") from None
-    limit = int(current_app.config["QUORUM_MAX_JSON_DEPTH"])
-    if _depth(data) > limit:
+    except _Unstorable as exc:
         raise ApiProblem(
             422,
-            f"the JSON body is nested deeper than {limit} levels",
-            errors=[FieldError(loc=("body",), msg=f"at most {limit} levels")],
-        )
+            f"the number {exc} is out of range",
+            errors=[FieldError(loc=("body",), msg="numbers must be finite and of sane size")],
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiProblem(400, f"the body is not valid JSON: {exc}") from None
+    _check_tree(data, int(current_app.config["QUORUM_MAX_JSON_DEPTH"]))
     return data
 
 
 def parse_body(model: type[BaseModel]) -> BaseModel:
-    data = read_json()
+    # No body at all reads as {}: an operation whose fields are all optional needs none,
+    # and the others answer 422 naming each missing field.
+    data = read_json(empty={})
     if not isinstance(data, dict):
         raise ApiProblem(
             422,
@@ -193,19 +341,26 @@ def openapi_document(registry: Registry, *, title: str, version: str) -> dict[st
                 "name": p,
                 "in": "path",
                 "required": True,
-                "schema": {
-                    "type": "string",
-                    **(
-                        {"pattern": "^[a-z][a-z0-9_-]{0,63}$"}
-                        if p == "block_id"
-                        else {"pattern": "^[0-9a-f]{24}$"}
-                        if p.endswith("id")
-                        else {"type": "integer", "minimum": 0}
-                    ),
-                },
+                "schema": _path_schema(p, conv),
             }
-            for p in op.path_params
+            for p, conv in op.converters.items()
         ]
+        if op.idempotent:
+            params.append(
+                {
+                    "name": idempotency.HEADER,
+                    "in": "header",
+                    "required": False,
+                    "description": "a repeat of a successful POST with the same key"
+                    " returns the first answer (header Idempotent-Replayed: true)",
+                    "schema": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": idempotency.MAX_KEY_LENGTH,
+                        "pattern": "^[\\x20-\\x7e]+$",
+                    },
+                }
+            )
         if op.query is not None:
             qschema = op.query.model_json_schema()
             for name, prop in qschema.get("properties", {}).items():
@@ -226,6 +381,7 @@ def openapi_document(registry: Registry, *, title: str, version: str) -> dict[st
         )
         codes |= {422} if op.query else set()
         codes |= {404} if op.path_params else set()
+        codes |= {409, 422} if op.idempotent else set()
         for code in sorted(codes):
             responses[str(code)] = {"description": _describe(code), "content": problem_ref}
         operation: dict[str, Any] = {
@@ -256,6 +412,16 @@ def openapi_document(registry: Registry, *, title: str, version: str) -> dict[st
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _path_schema(name: str, converter: str) -> dict[str, Any]:
+    if converter == "int":
+        return {"type": "integer", "minimum": 0, "maximum": MAX_INT}
+    if name == "block_id":
+        return {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,63}$"}
+    if name.endswith("id"):
+        return {"type": "string", "pattern": "^[0-9a-f]{24}$"}
+    return {"type": "string"}
 
 
 def _describe(code: int) -> str:

@@ -47,7 +47,7 @@ class PublishVersion(Strict):
 class CreateRun(Strict):
     workflow_id: ObjectId
     inputs: dict[str, Any] = Field(default_factory=dict)
-    version: Annotated[int, Field(ge=0)] | Literal["draft"] | None = None
+    version: Annotated[int, Field(ge=0, le=2**31 - 1)] | Literal["draft"] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     initiator: str | None = Field(None, max_length=200)
 
@@ -57,7 +57,7 @@ class RunInput(Strict):
 
 
 class CheckpointBody(Strict):
-    resume_turn_index: int = Field(ge=0)
+    resume_turn_index: int = Field(ge=0, le=2**31 - 1)
     input: Any = None
 
 

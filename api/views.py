@@ -160,7 +160,8 @@ def execution(ex: BlockExecution) -> dict[str, Any]:
         "block_id": ex.block_id,
         "block_type": ex.block_type,
         "lifecycle": lifecycle(ex),
-        "workflow_version": ex.workflow_version,
+        # Like the run's own ``version``: a run of the draft answers "draft".
+        "workflow_version": ex.workflow_version if ex.workflow_version is not None else "draft",
         "inputs": ex.inputs or {},
         "outputs": ex.outputs,
         "artifact": ex.artifact,
@@ -174,4 +175,19 @@ def execution(ex: BlockExecution) -> dict[str, Any]:
         "available_iterations": ex.available_iterations,
         "n_consensus": ex.n_consensus,
         "consensus": ex.consensus,
+    }
+
+
+def execution_as_queued(ex: BlockExecution) -> dict[str, Any]:
+    """The execution as it was when handed to the broker, before any worker touched it."""
+    return {
+        **execution(ex),
+        "lifecycle": {"state": "queued", "queued_at": rfc3339(ex.queued_at or ex.created_at)},
+        "outputs": None,
+        "artifact": None,
+        "active_output_handles": None,
+        "duration_ms": None,
+        "started_at": None,
+        "completed_at": None,
+        "consensus": None,
     }

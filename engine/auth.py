@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -37,11 +38,16 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+# What issue_key can produce (hex prefix, URL-safe secret without "_"); anything else is
+# refused before it reaches the database, so no odd byte (NUL, non-ASCII) is ever queried.
+_KEY_SHAPE = re.compile(rf"({KEY_SCHEME}_[0-9a-f]{{1,28}})_([A-Za-z0-9-]{{1,256}})")
+
+
 def _split(key: str) -> tuple[str, str] | None:
-    parts = key.split("_")
-    if len(parts) != 3 or parts[0] != KEY_SCHEME or not parts[1] or not parts[2]:
+    match = _KEY_SHAPE.fullmatch(key)
+    if match is None:
         return None
-    return f"{parts[0]}_{parts[1]}", parts[2]
+    return match.group(1), match.group(2)
 
 
 def issue_key(s: Session, org_name: str, *, name: str | None = None) -> IssuedKey:

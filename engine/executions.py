@@ -7,6 +7,7 @@ whatever happens to the draft afterwards.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import select
@@ -23,6 +24,7 @@ from engine.ports import Work, WorkKind
 from engine.runs import get_run
 
 RERUNNABLE = frozenset({"function", "extract", "classifier", "split", "router", "end", "start"})
+_NUMBERS = re.compile(r"(\d+)")
 RAN = (StepState.COMPLETED, StepState.ERROR, StepState.RUNNING, StepState.CANCELLED)
 
 
@@ -80,18 +82,24 @@ def create_execution(
     run_graph = parse_graph(run.config, max_blocks=10_000)
     if verify_upstream:
         drift = upstream_drift(run_graph, draft, block_id)
+        if block_id not in run_graph.by_id:
+            # A block new in the draft: its incoming edges are new by definition and are
+            # exactly what its inputs are assembled along; only what lies above them drifts.
+            into = {e.label() for e in draft.incoming(block_id)}
+            drift["edges"] = [e for e in drift["edges"] if e not in into]
         if drift["blocks"] or drift["edges"]:
             raise Conflict(
                 "the draft differs upstream of this block from the run's config; "
                 "send verify_upstream: false to run anyway",
                 extra={"drift": drift},
             )
-    steps = list(
+    steps = sorted(
         s.scalars(
-            select(Step)
-            .where(Step.run_id == run.id, Step.block_id == block_id, Step.state.in_(RAN))
-            .order_by(Step.turn_index, Step.created_at, Step.step_id)
-        )
+            select(Step).where(
+                Step.run_id == run.id, Step.block_id == block_id, Step.state.in_(RAN)
+            )
+        ),
+        key=lambda st: (st.turn_index, _natural(st.step_id)),
     )
     available = [st.step_id for st in steps]
     chosen: Step | None = None
@@ -135,6 +143,13 @@ def create_execution(
     s.add(ex)
     s.flush()
     return ex, [Work(kind=WorkKind.EXECUTION, id=ex.id)]
+
+
+def _natural(step_id: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key of a step id by its numbers: pages[2] before pages[10], x~2 before x~10."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part) for part in _NUMBERS.split(step_id) if part
+    )
 
 
 def _inputs_from_upstream(s: Session, run_id: str, draft: Graph, block_id: str) -> dict[str, Any]:

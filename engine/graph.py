@@ -230,10 +230,23 @@ def upstream_drift(old: Graph, new: Graph, block_id: str) -> dict[str, list[str]
     return {"blocks": blocks, "edges": sorted(old_edges ^ new_edges)}
 
 
+BLOCK_FIELDS = frozenset({"id", "type", "name", "config"})
+EDGE_FIELDS = frozenset({"source", "source_handle", "target", "target_handle"})
+MAX_BLOCK_NAME = 200
+
+
 def parse_graph(
-    data: Mapping[str, Any], *, max_blocks: int = 200, loc: tuple[str | int, ...] = ()
+    data: Mapping[str, Any],
+    *,
+    max_blocks: int = 200,
+    loc: tuple[str | int, ...] = (),
+    strict: bool = False,
 ) -> Graph:
-    """Build a :class:`Graph` or raise :class:`Invalid` naming every offending block and edge."""
+    """Build a :class:`Graph` or raise :class:`Invalid` naming every offending block and edge.
+
+    ``strict`` (graphs sent by a client) also refuses fields a block or an edge does not
+    have; stored graphs are read leniently.
+    """
     errors: list[FieldError] = []
     raw_blocks = data.get("blocks")
     raw_edges = data.get("edges", [])
@@ -259,6 +272,12 @@ def parse_graph(
         if not isinstance(rb, Mapping):
             errors.append(FieldError(loc=bloc, msg="a block object is required"))
             continue
+        if strict:
+            errors.extend(
+                FieldError(loc=(*bloc, str(k)), msg="unknown field")
+                for k in rb
+                if k not in BLOCK_FIELDS
+            )
         bid, btype, config = rb.get("id"), rb.get("type"), rb.get("config", {})
         if not isinstance(bid, str) or not BLOCK_ID.match(bid):
             errors.append(
@@ -269,7 +288,7 @@ def parse_graph(
             errors.append(FieldError(loc=(*bloc, "id"), msg=f"duplicate block id {bid!r}"))
             continue
         seen[bid] = i
-        if btype not in BLOCK_TYPES:
+        if not isinstance(btype, str) or btype not in BLOCK_TYPES:
             errors.append(FieldError(loc=(*bloc, "type"), msg=f"unknown block type {btype!r}"))
             continue
         if not isinstance(config, Mapping):
@@ -278,6 +297,10 @@ def parse_graph(
         name = rb.get("name")
         if name is not None and not isinstance(name, str):
             errors.append(FieldError(loc=(*bloc, "name"), msg="must be a string"))
+        elif isinstance(name, str) and len(name) > MAX_BLOCK_NAME:
+            errors.append(
+                FieldError(loc=(*bloc, "name"), msg=f"at most {MAX_BLOCK_NAME} characters")
+            )
         for e in check_config(str(btype), config):
             errors.append(FieldError(loc=(*bloc, *e.loc), msg=e.msg))
         blocks.append(
@@ -295,6 +318,12 @@ def parse_graph(
         if not isinstance(re_, Mapping):
             errors.append(FieldError(loc=eloc, msg="an edge object is required"))
             continue
+        if strict:
+            errors.extend(
+                FieldError(loc=(*eloc, str(k)), msg="unknown field")
+                for k in re_
+                if k not in EDGE_FIELDS
+            )
         fields_ = {k: re_.get(k) for k in ("source", "source_handle", "target", "target_handle")}
         bad = [k for k, v in fields_.items() if not isinstance(v, str)]
         if bad:

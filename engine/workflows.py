@@ -27,6 +27,37 @@ def get_workflow(s: Session, org_id: str, workflow_id: str, *, lock: bool = Fals
     return wf
 
 
+# Where a client's graph sits in its request body, for the ``loc`` of validation errors.
+BODY: tuple[str, ...] = ("body",)
+
+
+def _parse_client_graph(blocks: list[Any], edges: list[Any], max_blocks: int) -> Graph:
+    return parse_graph(
+        {"blocks": blocks, "edges": edges}, max_blocks=max_blocks, loc=BODY, strict=True
+    )
+
+
+def _check_settings(
+    s: Session, org_id: str, settings: Mapping[str, Any] | None, workflow_id: str | None = None
+) -> None:
+    """A workflow may name only an evaluation workflow of its own organization."""
+    evaluation_id = (settings or {}).get("evaluation_workflow_id")
+    if evaluation_id is None:
+        return
+    loc = (*BODY, "settings", "evaluation_workflow_id")
+    if evaluation_id == workflow_id:
+        raise Invalid(
+            "a workflow cannot evaluate itself",
+            errors=[FieldError(loc=loc, msg="must name another workflow")],
+        )
+    target = s.get(Workflow, evaluation_id)
+    if target is None or target.organization_id != org_id:
+        raise Invalid(
+            f"evaluation workflow {evaluation_id} not found",
+            errors=[FieldError(loc=loc, msg="no such workflow")],
+        )
+
+
 def create_workflow(
     s: Session,
     org_id: str,
@@ -38,7 +69,8 @@ def create_workflow(
     settings: Mapping[str, Any] | None = None,
     max_blocks: int = 200,
 ) -> Workflow:
-    graph = parse_graph({"blocks": blocks, "edges": edges}, max_blocks=max_blocks)
+    graph = _parse_client_graph(blocks, edges, max_blocks)
+    _check_settings(s, org_id, settings)
     draft = _graph_dict(graph)
     wf = Workflow(
         organization_id=org_id,
@@ -88,8 +120,10 @@ def replace_draft(
     settings: Mapping[str, Any] | None = None,
     max_blocks: int = 200,
 ) -> Workflow:
-    graph = parse_graph({"blocks": blocks, "edges": edges}, max_blocks=max_blocks)
+    # Not found comes before invalid, for a missing and another organization's workflow alike.
     wf = get_workflow(s, org_id, workflow_id, lock=True)
+    graph = _parse_client_graph(blocks, edges, max_blocks)
+    _check_settings(s, org_id, settings, workflow_id=wf.id)
     wf.draft = _graph_dict(graph)
     if settings is not None:
         wf.settings = dict(settings)
@@ -109,21 +143,35 @@ def patch_block(
 ) -> Workflow:
     wf = get_workflow(s, org_id, workflow_id, lock=True)
     blocks = copy.deepcopy(wf.draft.get("blocks", []))
-    for b in blocks:
-        if b.get("id") == block_id:
-            if name is not None:
-                b["name"] = name
-            if config is not None:
-                b["config"] = dict(config)
-            break
-    else:
+    index = next((i for i, b in enumerate(blocks) if b.get("id") == block_id), None)
+    if index is None:
         raise NotFound(f"block {block_id} not found in the draft of workflow {workflow_id}")
-    graph = parse_graph(
-        {"blocks": blocks, "edges": wf.draft.get("edges", [])}, max_blocks=max_blocks
-    )
+    if name is not None:
+        blocks[index]["name"] = name
+    if config is not None:
+        blocks[index]["config"] = dict(config)
+    try:
+        graph = parse_graph(
+            {"blocks": blocks, "edges": wf.draft.get("edges", [])},
+            max_blocks=max_blocks,
+            loc=("draft",),
+        )
+    except Invalid as exc:
+        raise Invalid(
+            f"the change to block {block_id} makes the draft invalid",
+            errors=[_patch_loc(e, index) for e in exc.errors],
+        ) from None
     wf.draft = _graph_dict(graph)
     s.flush()
     return wf
+
+
+def _patch_loc(error: FieldError, index: int) -> FieldError:
+    """Errors in the patched block point into the request body; others into the draft."""
+    head = ("draft", "blocks", index)
+    if error.loc[:3] == head and len(error.loc) > 3 and error.loc[3] in ("name", "config"):
+        return FieldError(loc=(*BODY, *error.loc[3:]), msg=error.msg)
+    return error
 
 
 def publish_version(
@@ -144,8 +192,13 @@ def publish_version(
     return version
 
 
+MAX_VERSION = 2**31 - 1  # the column is a 32-bit integer
+
+
 def get_version(s: Session, org_id: str, workflow_id: str, number: int) -> WorkflowVersion:
     get_workflow(s, org_id, workflow_id)
+    if not 0 <= number <= MAX_VERSION:
+        raise NotFound(f"version {number} of workflow {workflow_id} not found")
     version = s.scalar(
         select(WorkflowVersion).where(
             WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.number == number
@@ -168,11 +221,13 @@ def resolve_graph(
             "version must be a number or 'draft'",
             errors=[FieldError(loc=("body", "version"), msg="a number or 'draft'")],
         )
-    v = s.scalar(
-        select(WorkflowVersion).where(
-            WorkflowVersion.workflow_id == wf.id, WorkflowVersion.number == number
+    v = None
+    if 0 <= number <= MAX_VERSION:
+        v = s.scalar(
+            select(WorkflowVersion).where(
+                WorkflowVersion.workflow_id == wf.id, WorkflowVersion.number == number
+            )
         )
-    )
     if v is None:
         raise Invalid(
             f"workflow {wf.id} has no version {number}",

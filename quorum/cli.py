@@ -210,5 +210,27 @@ def dev(port: int) -> None:
     stop()
 
 
+@main.command()
+@click.option(
+    "--timeout", default=60.0, show_default=True, type=float, help="seconds to wait for the run"
+)
+def demo(timeout: float) -> None:
+    """Run a consensus workflow end to end on the embedded default and print it.
+
+    Needs no external service: SQLite and the filesystem broker in QUORUM_DATA_DIR (default
+    ./.data) and the local provider. Starts a worker, serves the API on a free loopback port,
+    creates a workflow with a router, a for_each and an extract with n_consensus 3, runs it
+    and prints the run, its steps and the consensus likelihoods.
+    """
+    from quorum.demo import DemoError, run_demo
+
+    try:
+        run = run_demo(timeout_s=timeout)
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from None
+    if run["status"] != "completed":
+        raise click.ClickException(f"the demo run ended {run['status']}")
+
+
 if __name__ == "__main__":
     main()

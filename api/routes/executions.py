@@ -14,6 +14,7 @@ from api.runtime import runtime
 from api.schemas import CreateExecution, ExecutionsQuery
 from engine import executions as svc
 from engine.db.models import BlockExecution
+from engine.lifecycle import StepState
 
 bp = Blueprint("executions", __name__)
 route = registry.route
@@ -48,7 +49,14 @@ def create_execution(body: CreateExecution) -> Any:
         )
         execution_id = ex.id
     rt.publish(BlockExecution, work)
-    return _read(execution_id)
+    with rt.db.transaction() as s:
+        ex = svc.get_execution(s, current().organization_id, execution_id)
+        out = views.execution(ex)
+        if out["lifecycle"]["state"] not in (StepState.PENDING, StepState.QUEUED):
+            # A worker took the row (or even finished it) before this answer: answer with the
+            # execution as it was handed to the broker, as a 202 promises; GET shows the rest.
+            out = views.execution_as_queued(ex)
+    return out
 
 
 @route(

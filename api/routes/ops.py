@@ -23,7 +23,8 @@ DOCS_PAGE = """<!doctype html>
 <script src="/docs/assets/js/swagger-ui-bundle.js"></script>
 <script src="/docs/assets/js/swagger-ui-standalone-preset.js"></script>
 <script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui",
-presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: "StandaloneLayout"});
+presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: "StandaloneLayout",
+validatorUrl: null});
 </script></body></html>"""
 
 
@@ -98,6 +99,13 @@ def docs() -> Any:
     return Response(DOCS_PAGE, mimetype="text/html")
 
 
-@bp.get("/docs/assets/<path:name>")
+@route(
+    bp,
+    "GET",
+    "/docs/assets/<path:name>",
+    summary="Assets of the docs page (served locally)",
+    tag="operations",
+    auth=False,
+)
 def docs_assets(name: str) -> Any:
     return send_from_directory(SWAGGER_DIR, name)

@@ -11,6 +11,13 @@ As a separate process, so Celery worker processes can reach it too::
 
 prints ``PORT <n>`` as its first line and serves until SIGTERM/SIGINT, answering request
 ``seed`` i with ``answers[i % len(answers)]``. :func:`chat_server_process` wraps that.
+
+The answers file is either that list, or a :class:`SeedScript` as an object
+``{"answers": [...], "statuses": {"2": 500, "*": 503}, "models": {name: {...}}}``: a seed
+listed in ``statuses`` (``"*"``: every seed) is answered with that HTTP status instead, and a
+request whose ``model`` is a key of ``models`` follows that nested script, so one server can
+serve several scenarios at once. ``GET /_requests`` lists every request received (body and
+arrival time); :func:`recorded_requests` reads it.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
@@ -34,6 +42,7 @@ from typing import Any, cast
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHAT_PATH = "/v1/chat/completions"
+REQUESTS_PATH = "/_requests"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +73,54 @@ def cycle_answers(answers: Sequence[Any], *, delay_s: float = 0.0) -> Responder:
         seed = body.get("seed", 0)
         index = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
         return ChatReply(content=fixed[index % len(fixed)], delay_s=delay_s)
+
+    return responder
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedScript:
+    """Answers by seed, with optional failing seeds, and per-model sub-scripts."""
+
+    answers: Sequence[Any]
+    # seed -> HTTP status to answer with instead ("*" stands for every seed)
+    statuses: Mapping[str, int] = field(default_factory=dict)
+    models: Mapping[str, SeedScript] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.answers and "*" not in self.statuses:
+            raise ValueError("a SeedScript needs at least one answer (or a '*' status)")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "answers": list(self.answers),
+            "statuses": dict(self.statuses),
+            "models": {name: sub.to_json() for name, sub in self.models.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> SeedScript:
+        if isinstance(data, list):
+            return cls(answers=data)
+        if not isinstance(data, Mapping) or "answers" not in data:
+            return cls(answers=[data])
+        return cls(
+            answers=list(data.get("answers") or []),
+            statuses={str(k): int(v) for k, v in (data.get("statuses") or {}).items()},
+            models={str(k): cls.from_json(v) for k, v in (data.get("models") or {}).items()},
+        )
+
+
+def scripted(script: SeedScript, *, delay_s: float = 0.0) -> Responder:
+    """Answer by the request's ``model`` (sub-script) and ``seed`` (answer or status)."""
+
+    def responder(body: dict[str, Any]) -> ChatReply:
+        chosen = script.models.get(str(body.get("model")), script)
+        seed = body.get("seed", 0)
+        index = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+        status = chosen.statuses.get(str(index), chosen.statuses.get("*"))
+        if status is not None:
+            return ChatReply(status=status, delay_s=delay_s)
+        return ChatReply(content=chosen.answers[index % len(chosen.answers)], delay_s=delay_s)
 
     return responder
 
@@ -145,6 +202,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return None
 
+    def do_GET(self) -> None:
+        owner = cast(_HTTPServer, self.server).owner
+        if self.path.rstrip("/") != REQUESTS_PATH:
+            self._send(404, json.dumps({"error": {"message": f"no route {self.path}"}}))
+            return
+        self._send(200, json.dumps({"requests": owner.timed_requests}))
+
     def do_POST(self) -> None:
         owner = cast(_HTTPServer, self.server).owner
         if self.path.rstrip("/") != CHAT_PATH:
@@ -190,6 +254,7 @@ class ChatServer:
         self._port = port
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
+        self._received_at: list[float] = []
         self._authorizations: list[str | None] = []
         self._errors: list[str] = []
         self._stopping = threading.Event()
@@ -244,6 +309,15 @@ class ChatServer:
             return list(self._requests)
 
     @property
+    def timed_requests(self) -> list[dict[str, Any]]:
+        """``{"body", "received_at"}`` (epoch seconds) per request, in arrival order."""
+        with self._lock:
+            return [
+                {"body": body, "received_at": at}
+                for body, at in zip(self._requests, self._received_at, strict=True)
+            ]
+
+    @property
     def authorizations(self) -> list[str | None]:
         """The Authorization header of each request (None when absent), parallel to requests."""
         with self._lock:
@@ -258,6 +332,7 @@ class ChatServer:
     def _record(self, body: dict[str, Any], authorization: str | None) -> None:
         with self._lock:
             self._requests.append(body)
+            self._received_at.append(time.time())
             self._authorizations.append(authorization)
 
     def _record_error(self, text: str) -> None:
@@ -266,11 +341,14 @@ class ChatServer:
 
 
 @contextmanager
-def chat_server_process(answers: Sequence[Any], *, delay_ms: float = 0.0) -> Iterator[str]:
+def chat_server_process(
+    answers: Sequence[Any] | SeedScript, *, delay_ms: float = 0.0
+) -> Iterator[str]:
     """Run the server as a subprocess answering by seed; yield its base URL."""
+    script = answers if isinstance(answers, SeedScript) else SeedScript(answers=list(answers))
     with tempfile.TemporaryDirectory(prefix="quorum-chat-") as tmp:
         answers_file = Path(tmp) / "answers.json"
-        answers_file.write_text(json.dumps(list(answers)), encoding="utf-8")
+        answers_file.write_text(json.dumps(script.to_json()), encoding="utf-8")
         command = [
             sys.executable,
             "-m",
@@ -298,6 +376,14 @@ def chat_server_process(answers: Sequence[Any], *, delay_ms: float = 0.0) -> Ite
                     process.wait()
 
 
+def recorded_requests(base_url: str, *, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    """What a server (in-process or not) has received: ``{"body", "received_at"}`` each."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    with urllib.request.urlopen(root + REQUESTS_PATH, timeout=timeout_s) as response:
+        payload = json.loads(response.read())
+    return list(payload["requests"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Scripted chat-completions server for tests.")
     parser.add_argument("--answers-file", required=True, type=Path)
@@ -306,11 +392,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--delay-ms", type=float, default=0.0)
     args = parser.parse_args(argv)
 
-    answers = json.loads(args.answers_file.read_text(encoding="utf-8"))
-    if not isinstance(answers, list):
-        answers = [answers]
-    if not answers:
-        parser.error("the answers file holds an empty list")
+    try:
+        script = SeedScript.from_json(json.loads(args.answers_file.read_text(encoding="utf-8")))
+    except ValueError as exc:
+        parser.error(f"bad answers file: {exc}")
 
     stop = threading.Event()
 
@@ -319,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    responder = cycle_answers(answers, delay_s=args.delay_ms / 1000)
+    responder = scripted(script, delay_s=args.delay_ms / 1000)
     with ChatServer(responder, host=args.host, port=args.port) as server:
         print(f"PORT {server.port}", flush=True)
         # A timed wait keeps the main thread responsive to signals on every platform.
