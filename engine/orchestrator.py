@@ -103,21 +103,30 @@ class Orchestrator:
     # published once that transaction has committed.
     _pending_publish: list[Work] = field(default_factory=list)
     _pending_revoke: list[Work] = field(default_factory=list)
+    _retried: bool = False
 
     # -- entry points (one per message kind) ---------------------------------------
 
-    def run_step(self, step_id: str) -> None:
-        self._guarded(WorkKind.STEP, step_id, self._run_step)
+    # ``retried``: this message is the task adapter's retry after our own attempt raised
+    # (the database went away mid-way). That attempt is over, so a row it left running
+    # is taken over even though the process that claimed it is still alive.
 
-    def run_attempt(self, attempt_id: str) -> None:
-        self._guarded(WorkKind.ATTEMPT, attempt_id, self._run_attempt)
+    def run_step(self, step_id: str, *, retried: bool = False) -> None:
+        self._guarded(WorkKind.STEP, step_id, self._run_step, retried)
 
-    def run_execution(self, execution_id: str) -> None:
-        self._guarded(WorkKind.EXECUTION, execution_id, self._run_execution)
+    def run_attempt(self, attempt_id: str, *, retried: bool = False) -> None:
+        self._guarded(WorkKind.ATTEMPT, attempt_id, self._run_attempt, retried)
 
-    def _guarded(self, kind: WorkKind, row_id: str, fn: Any) -> None:
+    def run_execution(self, execution_id: str, *, retried: bool = False) -> None:
+        self._guarded(WorkKind.EXECUTION, execution_id, self._run_execution, retried)
+
+    def _holder_check(self, holder: str) -> bool | None:
+        return False if self._retried else self.holder_alive(holder)
+
+    def _guarded(self, kind: WorkKind, row_id: str, fn: Any, retried: bool) -> None:
         # One message at a time per process (prefork pool): the pending lists are ours.
         self._pending_publish, self._pending_revoke = [], []
+        self._retried = retried
         try:
             fn(row_id)
             self._publish(self._pending_publish)
@@ -149,7 +158,7 @@ class Orchestrator:
                 Step,
                 step_id,
                 worker=self.worker,
-                holder_alive=self.holder_alive,
+                holder_alive=self._holder_check,
                 lease=timedelta(seconds=self.settings.lease_s),
                 now=now,
             )
@@ -444,7 +453,7 @@ class Orchestrator:
                 ConsensusAttempt,
                 attempt_id,
                 worker=self.worker,
-                holder_alive=self.holder_alive,
+                holder_alive=self._holder_check,
                 lease=timedelta(seconds=self.settings.lease_s),
                 now=now,
             )
@@ -581,7 +590,7 @@ class Orchestrator:
                 BlockExecution,
                 execution_id,
                 worker=self.worker,
-                holder_alive=self.holder_alive,
+                holder_alive=self._holder_check,
                 lease=timedelta(seconds=self.settings.lease_s),
                 now=now,
             )

@@ -14,6 +14,7 @@ TASK_EXECUTION = "quorum.block_execution.execute"
 TASK_ATTEMPT = "quorum.consensus_attempt.execute"
 TASK_SWEEP = "quorum.outbox.sweep"
 TASK_REAP = "quorum.runs.reap"
+TASK_PURGE = "quorum.idempotency.purge"
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
@@ -52,6 +53,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
         beat_schedule={
             "outbox-sweep": {"task": TASK_SWEEP, "schedule": max(5.0, settings.outbox_after_s / 2)},
             "stale-run-reaper": {"task": TASK_REAP, "schedule": 60.0},
+            "idempotency-purge": {"task": TASK_PURGE, "schedule": 3600.0},
         },
     )
     app.quorum_settings = settings

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import logging
 
-from celery import Celery
+from celery import Celery, Task
 from sqlalchemy.exc import DBAPIError
 
 from engine.outbox import sweep
-from workers.celery_app import TASK_ATTEMPT, TASK_EXECUTION, TASK_REAP, TASK_STEP, TASK_SWEEP
+from workers.celery_app import (
+    TASK_ATTEMPT,
+    TASK_EXECUTION,
+    TASK_PURGE,
+    TASK_REAP,
+    TASK_STEP,
+    TASK_SWEEP,
+)
 from workers.runtime import runtime_for
 
 log = logging.getLogger("quorum.tasks")
@@ -24,18 +31,22 @@ RETRY = {
 }
 
 
+def _retried(task: Task) -> bool:
+    return bool(task.request.retries)
+
+
 def register(app: Celery) -> None:
-    @app.task(name=TASK_STEP, **RETRY)
-    def execute_step(step_id: str) -> None:
-        runtime_for(app).orchestrator.run_step(step_id)
+    @app.task(name=TASK_STEP, bind=True, **RETRY)
+    def execute_step(self: Task, step_id: str) -> None:
+        runtime_for(app).orchestrator.run_step(step_id, retried=_retried(self))
 
-    @app.task(name=TASK_EXECUTION, **RETRY)
-    def execute_block(execution_id: str) -> None:
-        runtime_for(app).orchestrator.run_execution(execution_id)
+    @app.task(name=TASK_EXECUTION, bind=True, **RETRY)
+    def execute_block(self: Task, execution_id: str) -> None:
+        runtime_for(app).orchestrator.run_execution(execution_id, retried=_retried(self))
 
-    @app.task(name=TASK_ATTEMPT, **RETRY)
-    def execute_attempt(attempt_id: str) -> None:
-        runtime_for(app).orchestrator.run_attempt(attempt_id)
+    @app.task(name=TASK_ATTEMPT, bind=True, **RETRY)
+    def execute_attempt(self: Task, attempt_id: str) -> None:
+        runtime_for(app).orchestrator.run_attempt(attempt_id, retried=_retried(self))
 
     @app.task(name=TASK_SWEEP, acks_late=False)
     def sweep_outbox() -> int:
@@ -51,3 +62,9 @@ def register(app: Celery) -> None:
 
         rt = runtime_for(app)
         return reap(rt.db, rt.dispatcher, default_after_s=rt.settings.stale_run_after_s)
+
+    @app.task(name=TASK_PURGE, acks_late=False)
+    def purge_idempotency() -> int:
+        from engine.idempotency import purge
+
+        return purge(runtime_for(app).db)

@@ -60,9 +60,11 @@ def create_run(body: CreateRun) -> Any:
             metadata=body.metadata,
             initiator=body.initiator,
         )
-        run_id = started.run.id
+        # The answer is the run as stored: read before publishing, or a fast worker
+        # would already have moved it on.
+        answer = run_view(s, started.run)
     rt.publish(Step, started.work)
-    return _read(run_id)
+    return answer
 
 
 @route(bp, "GET", "/v1/workflows/runs", summary="List runs", tag="runs", query=RunsQuery)
@@ -210,6 +212,6 @@ def checkpoint(run_id: str, body: CheckpointBody) -> Any:
         started = fork_run(
             s, current().organization_id, run_id, resume_turn_index=body.resume_turn_index, **kwargs
         )
-        child_id = started.run.id
+        answer = run_view(s, started.run)
     rt.publish(Step, started.work)
-    return _read(child_id)
+    return answer
