@@ -84,6 +84,7 @@ def fork_run(
         check_inputs(graph, answer, loc=("body", "input"))
         s.add(Turn(run_id=child.id, turn_index=0, input=answer, started_at=now))
         work = start_steps(s, child, answer, now)
+        s.flush()
         return Started(run=child, work=work)
     dialect = s.get_bind().dialect.name
     copied = _copy_turns(s, dialect, parent.id, child.id, k)
@@ -103,6 +104,7 @@ def fork_run(
     validate_answer(graph.by_id[resumed].config.get("schema"), answer)
     child.current_turn = k - 1
     resumed_work: list[Work] = open_turn(s, child, block_id=resumed, answer=answer, now=now)
+    s.flush()
     return Started(run=child, work=resumed_work)
 
 

@@ -111,7 +111,9 @@ def start_run(
     s.add(run)
     s.flush()
     s.add(Turn(run_id=run.id, turn_index=0, input=dict(inputs), started_at=now))
-    return Started(run=run, work=start_steps(s, run, inputs, now))
+    work = start_steps(s, run, inputs, now)
+    s.flush()
+    return Started(run=run, work=work)
 
 
 def start_steps(s: Session, run: Run, inputs: Mapping[str, Any], now: datetime) -> list[Work]:

@@ -125,6 +125,24 @@ def worker(concurrency: int | None, loglevel: str, name: str | None) -> None:
 
 
 @main.command()
+@click.option("--node", default=None, help="worker node name (default celery@<this host>)")
+@click.option("--timeout", default=5.0, show_default=True)
+def ping(node: str | None, timeout: float) -> None:
+    """Exit 0 if the worker node answers (a container health check)."""
+    import socket
+
+    from workers.celery_app import create_celery
+
+    app = create_celery(_settings())
+    target = node or f"celery@{socket.gethostname()}"
+    replies = app.control.ping(destination=[target], timeout=timeout)
+    app.close()
+    if not replies:
+        raise click.ClickException(f"{target} did not answer")
+    click.echo(f"{target} ok")
+
+
+@main.command()
 def beat() -> None:
     """Run Celery beat: the outbox sweeper and the stale run reaper on a schedule."""
     app = _celery()
