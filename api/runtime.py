@@ -11,6 +11,7 @@ from typing import Any
 from flask import current_app
 
 from engine.db.session import Database
+from engine.events import EventBus
 from engine.ports import Dispatcher, Work
 from engine.runs import mark_queued
 from engine.settings import Settings
@@ -23,6 +24,7 @@ class ApiRuntime:
     settings: Settings
     db: Database
     dispatcher: Dispatcher
+    events: EventBus
 
     def publish(self, model: Any, work: Sequence[Work]) -> bool:
         """Publish committed rows, then mark them queued; False leaves them to the outbox."""
@@ -42,6 +44,9 @@ class ApiRuntime:
 
     def close(self) -> None:
         self.db.close()
+        bus_close = getattr(self.events, "close", None)
+        if bus_close is not None:
+            bus_close()
         closer = getattr(self.dispatcher, "close", None)
         if closer is not None:
             closer()

@@ -17,6 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from engine.clock import utcnow
 from engine.db.models import Run, Step, Turn
 from engine.errors import FieldError, Invalid
+from engine.events import record_run
 from engine.graph import parse_graph
 from engine.lifecycle import RunStatus
 from engine.ports import Work
@@ -84,7 +85,7 @@ def fork_run(
         check_inputs(graph, answer, loc=("body", "input"))
         s.add(Turn(run_id=child.id, turn_index=0, input=answer, started_at=now))
         work = start_steps(s, child, answer, now)
-        s.flush()
+        record_run(s, child)
         return Started(run=child, work=work)
     dialect = s.get_bind().dialect.name
     copied = _copy_turns(s, dialect, parent.id, child.id, k)

@@ -26,6 +26,7 @@ from engine.claims import HolderCheck, claim, finish
 from engine.clock import as_utc, utcnow
 from engine.db.models import BlockExecution, ConsensusAttempt, ModelCall, Run, Step
 from engine.db.session import Database, lock_row
+from engine.events import EventBus, PollingBus, record_run, record_step_rows, record_steps
 from engine.execute import (
     BlockFailed,
     Outcome,
@@ -104,6 +105,8 @@ class Orchestrator:
     _pending_publish: list[Work] = field(default_factory=list)
     _pending_revoke: list[Work] = field(default_factory=list)
     _retried: bool = False
+    _touched: set[str] = field(default_factory=set)
+    events: EventBus = field(default_factory=PollingBus)
 
     # -- entry points (one per message kind) ---------------------------------------
 
@@ -127,10 +130,12 @@ class Orchestrator:
         # One message at a time per process (prefork pool): the pending lists are ours.
         self._pending_publish, self._pending_revoke = [], []
         self._retried = retried
+        self._touched = set()
         try:
             fn(row_id)
             self._publish(self._pending_publish)
             self._revoke(self._pending_revoke)
+            self._notify()
         except DBAPIError:
             raise  # the database is away: let the task adapter retry; nothing was settled
         except Exception as exc:  # the finally safety net: never leave a run "running"
@@ -191,16 +196,18 @@ class Orchestrator:
                     where=[Step.attempt == c.attempt],
                 )
                 return None
-            if run.status == RunStatus.NOT_STARTED:
-                transition(
-                    s,
-                    RUN,
-                    Run,
-                    run.id,
-                    RunStatus.STARTED,
-                    expect=[RunStatus.NOT_STARTED],
-                    values={"updated_at": now},
-                )
+            if run.status == RunStatus.NOT_STARTED and transition(
+                s,
+                RUN,
+                Run,
+                run.id,
+                RunStatus.STARTED,
+                expect=[RunStatus.NOT_STARTED],
+                values={"updated_at": now},
+            ):
+                record_run(s, run)
+            record_step_rows(s, run.id, [step])
+            self._touched.add(run.id)
             graph = self._graph(run)
             block = graph.by_id[step.block_id]
             return Job(
@@ -329,6 +336,9 @@ class Orchestrator:
             finally:
                 run.updated_at = now
                 work = list(sched.dispatchable)
+                record_steps(s, run.id, [job.id])
+                record_run(s, run)
+                self._touched.add(run.id)
         self._pending_publish.extend(work)
         self._pending_revoke.extend(revoke)
 
@@ -740,6 +750,14 @@ class Orchestrator:
             log.warning(
                 "publish failed; left to the outbox", extra={"count": len(work)}, exc_info=True
             )
+
+    def _notify(self) -> None:
+        if not self._touched:
+            return
+        try:
+            self.events.notify(sorted(self._touched))
+        except Exception:  # listeners poll anyway
+            log.debug("event notification failed", exc_info=True)
 
     def _revoke(self, work: list[Work]) -> None:
         if not work:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from engine.clock import utcnow
 from engine.db.models import Comment, ModelCall, Run, Step, Turn
 from engine.errors import Conflict, FieldError, Invalid, NotFound
+from engine.events import record_run, record_step_rows
 from engine.execute import wrap
 from engine.graph import Graph, parse_graph
 from engine.ids import new_id
@@ -112,7 +113,7 @@ def start_run(
     s.flush()
     s.add(Turn(run_id=run.id, turn_index=0, input=dict(inputs), started_at=now))
     work = start_steps(s, run, inputs, now)
-    s.flush()
+    record_run(s, run)
     return Started(run=run, work=work)
 
 
@@ -145,6 +146,7 @@ def start_steps(s: Session, run: Run, inputs: Mapping[str, Any], now: datetime) 
         )
     s.execute(insert(Step), rows)
     run.steps_total = len(rows)
+    record_step_rows(s, run.id, rows)
     return [Work(kind=WorkKind.STEP, id=r["id"]) for r in rows]
 
 
@@ -265,7 +267,7 @@ def pause_run(s: Session, org_id: str, run_id: str) -> Run:
     )
     if not moved:
         raise Conflict(f"a {run.status} run cannot be paused")
-    s.refresh(run)
+    record_run(s, run)
     return run
 
 
@@ -283,7 +285,7 @@ def resume_run(s: Session, org_id: str, run_id: str) -> tuple[Run, list[Work]]:
     )
     if not moved:
         raise Conflict(f"a {run.status} run cannot be resumed")
-    s.refresh(run)
+    record_run(s, run)
     ids = s.scalars(
         select(Step.id).where(
             Step.run_id == run.id, Step.state.in_([StepState.PENDING, StepState.QUEUED])

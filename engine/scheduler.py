@@ -20,6 +20,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from engine.db.models import Run, Step, Turn
+from engine.events import record_step_rows
 from engine.execute import unwrap, wrap
 from engine.graph import Block, Edge, Graph
 from engine.ids import new_id
@@ -92,6 +93,7 @@ class Scheduler:
         if not rows:
             return
         self.session.execute(insert(Step), list(rows))
+        record_step_rows(self.session, self.run.id, rows)
         done = sum(1 for r in rows if r["state"] in STEP.terminal)
         self.run.steps_total += len(rows)
         self.run.steps_done += done

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.db.models import Run, Step
+from engine.events import record_run, record_steps
 from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
 from engine.ports import Work, WorkKind
 
@@ -73,6 +74,8 @@ def terminate_run(
         values={"reason": label, "completed_at": now},
     )
     run.steps_done += done
+    record_steps(session, run.id, [r.id for r in open_rows])
+    record_run(session, run)
     from engine.evaluation import run_ended
 
     run_ended(session, run, now)

@@ -19,6 +19,7 @@ from engine.clock import utcnow
 from engine.db.models import Run, Step, Turn
 from engine.db.session import lock_row
 from engine.errors import Conflict, FieldError, Invalid, NotFound
+from engine.events import record_run
 from engine.execute import wrap
 from engine.graph import parse_graph
 from engine.lifecycle import RUN, RunStatus, StepState, TerminationReason, transition
@@ -113,4 +114,5 @@ def open_turn(s: Session, run: Run, *, block_id: str, answer: Any, now: datetime
             error={"type": "looping_risk", "message": str(exc)},
         )
     run.updated_at = now
+    record_run(s, run)
     return list(sched.dispatchable)

@@ -18,6 +18,7 @@ from engine.orchestrator import Orchestrator
 from engine.providers import Provider, ProviderConfig, build_provider
 from engine.settings import Settings
 from workers.dispatch import CeleryDispatcher
+from workers.events import event_bus
 
 HOSTNAME = socket.gethostname()
 
@@ -77,6 +78,7 @@ def runtime_for(app: Celery) -> Runtime:
             settings=settings,
             worker=identity(),
             holder_alive=holder_alive,
+            events=event_bus(settings),
         )
         rt = Runtime(
             settings=settings,

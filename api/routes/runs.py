@@ -121,6 +121,7 @@ def list_steps(run_id: str, query: PageQuery) -> Any:
 def pause_run(run_id: str) -> Any:
     with runtime().db.transaction() as s:
         svc.pause_run(s, current().organization_id, run_id)
+    runtime().events.notify([run_id])
     return _read(run_id)
 
 
@@ -137,6 +138,7 @@ def resume_run(run_id: str) -> Any:
     with rt.db.transaction() as s:
         _, work = svc.resume_run(s, current().organization_id, run_id)
     rt.publish(Step, work)
+    runtime().events.notify([run_id])
     return _read(run_id)
 
 
@@ -157,6 +159,7 @@ def cancel_run(run_id: str) -> Any:
         # Best effort: the revoked steps' fenced completions are discarded anyway.
         with contextlib.suppress(Exception):
             rt.dispatcher.revoke(revoke)
+    runtime().events.notify([run_id])
     return _read(run_id)
 
 
@@ -191,6 +194,7 @@ def answer_input(run_id: str, body: RunInput) -> Any:
     with rt.db.transaction() as s:
         work = answer(s, current().organization_id, run_id, body.input)
     rt.publish(Step, work)
+    runtime().events.notify([run_id])
     return _read(run_id)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -245,6 +246,24 @@ class Comment(Base):
     author: Mapped[str] = mapped_column(String(200))
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Time, default=utcnow)
+
+
+class RunEvent(Base):
+    """A run's lifecycle changes, in commit order: the stream behind SSE (``Last-Event-ID``).
+
+    Written in the same transaction as the change it describes, so a listener never sees
+    an event for a change that was rolled back, nor misses one that was committed.
+    """
+
+    __tablename__ = "run_events"
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    run_id: Mapped[str] = mapped_column(Id)
+    kind: Mapped[str] = mapped_column(String(16))
+    data: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(Time, default=utcnow)
+    __table_args__ = (Index("ix_run_events_run_seq", "run_id", "seq"),)
 
 
 class IdempotencyRecord(Base):
