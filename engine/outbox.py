@@ -16,7 +16,8 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from engine.clock import utcnow
+from engine.claims import HolderCheck
+from engine.clock import as_utc, utcnow
 from engine.db.models import BlockExecution, ConsensusAttempt, Run, Step
 from engine.db.session import Database
 from engine.lifecycle import RunStatus, StepState
@@ -30,8 +31,22 @@ _KINDS: Sequence[tuple[Any, WorkKind]] = (
 )
 
 
-def sweep(db: Database, dispatcher: Dispatcher, *, older_than_s: float, batch: int = 500) -> int:
-    """Publish again every open, undelivered row older than ``older_than_s``; return the count."""
+def sweep(
+    db: Database,
+    dispatcher: Dispatcher,
+    *,
+    older_than_s: float,
+    batch: int = 500,
+    lease_s: float | None = None,
+    holder_alive: HolderCheck | None = None,
+) -> int:
+    """Publish again every open, undelivered row older than ``older_than_s``; return the count.
+
+    With ``holder_alive``, ``running`` rows are swept too when their holder is provably
+    gone (its process is dead, or its lease of ``lease_s`` ran out): their message may have
+    vanished with the holder (a killed worker during a broker restart), and nothing else
+    would ever deliver them again. The claim re-checks the holder, so this is safe.
+    """
     now = utcnow()
     cutoff = now - timedelta(seconds=older_than_s)
     work: list[Work] = []
@@ -61,6 +76,8 @@ def sweep(db: Database, dispatcher: Dispatcher, *, older_than_s: float, batch: i
             )
             pending[model] = [r.id for r in rows if r.state == StepState.PENDING]
             work.extend(Work(kind=kind, id=i) for i in ids)
+        if holder_alive is not None:
+            work.extend(_orphans(s, now, cutoff, lease_s, holder_alive, batch))
     if not work:
         return 0
     dispatcher.dispatch(work)
@@ -69,3 +86,24 @@ def sweep(db: Database, dispatcher: Dispatcher, *, older_than_s: float, batch: i
             if ids:
                 mark_queued(s, model, ids)
     return len(work)
+
+
+def _orphans(
+    s: Any, now: Any, cutoff: Any, lease_s: float | None, holder_alive: HolderCheck, batch: int
+) -> list[Work]:
+    found: list[Work] = []
+    for model, kind in _KINDS:
+        stmt = select(model.id, model.worker, model.started_at).where(
+            model.state == StepState.RUNNING, model.started_at < cutoff
+        )
+        if hasattr(model, "open_children"):
+            # A for_each or consensus owner waits on its children, not on a worker.
+            stmt = stmt.where(model.open_children == 0)
+        for row in s.execute(stmt.order_by(model.started_at).limit(batch)).all():
+            alive = holder_alive(row.worker or "")
+            expired = lease_s is not None and (as_utc(row.started_at) or now) < now - timedelta(
+                seconds=lease_s
+            )
+            if alive is False or (alive is None and expired):
+                found.append(Work(kind=kind, id=row.id))
+    return found

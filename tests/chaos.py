@@ -209,6 +209,9 @@ def _drive(
             )
     finally:
         engine.dispose()
+    stuck = _stuck(fleet.env["QUORUM_DATABASE_URL"], execution_ids, run_ids)
+    for line in stuck:
+        print(f"chaos: not finished: {line}", file=sys.stderr)
     completed = ex_states["completed"] + run_states["completed"]
     errored = ex_states["error"] + run_states["failed"]
     submitted = len(execution_ids) + len(run_ids)
@@ -251,6 +254,42 @@ def _submit(api: Api, path: str, body: dict[str, Any]) -> str:
             return str(r.json()["id"])
         time.sleep(0.1 * (attempt + 1))
     raise AssertionError(f"{path} kept answering 503")
+
+
+def _stuck(url: str, execution_ids: list[str], run_ids: list[str]) -> list[str]:
+    """What the unfinished items look like, to tell a lost message from a stuck claim."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    BlockExecution.id,
+                    BlockExecution.state,
+                    BlockExecution.attempt,
+                    BlockExecution.worker,
+                    BlockExecution.queued_at,
+                    BlockExecution.started_at,
+                ).where(
+                    BlockExecution.id.in_(execution_ids),
+                    BlockExecution.state.in_(["pending", "queued", "running"]),
+                )
+            ).all()
+            steps = conn.execute(
+                select(
+                    Step.id,
+                    Step.step_id,
+                    Step.state,
+                    Step.attempt,
+                    Step.worker,
+                    Step.queued_at,
+                    Step.started_at,
+                )
+                .join(Run, Run.id == Step.run_id)
+                .where(Run.id.in_(run_ids), Step.state.in_(["pending", "queued", "running"]))
+            ).all()
+    finally:
+        engine.dispose()
+    return [f"execution {tuple(r)}" for r in rows] + [f"step {tuple(r)}" for r in steps]
 
 
 def _open_counts(engine: Any, execution_ids: list[str], run_ids: list[str]) -> tuple[int, int]:

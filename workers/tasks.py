@@ -16,7 +16,7 @@ from workers.celery_app import (
     TASK_STEP,
     TASK_SWEEP,
 )
-from workers.runtime import runtime_for
+from workers.runtime import holder_alive, runtime_for
 
 log = logging.getLogger("quorum.tasks")
 
@@ -51,7 +51,13 @@ def register(app: Celery) -> None:
     @app.task(name=TASK_SWEEP, acks_late=False)
     def sweep_outbox() -> int:
         rt = runtime_for(app)
-        count = sweep(rt.db, rt.dispatcher, older_than_s=rt.settings.outbox_after_s)
+        count = sweep(
+            rt.db,
+            rt.dispatcher,
+            older_than_s=rt.settings.outbox_after_s,
+            lease_s=rt.settings.lease_s,
+            holder_alive=holder_alive,
+        )
         if count:
             log.info("outbox re-published rows", extra={"count": count})
         return count

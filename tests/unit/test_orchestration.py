@@ -1283,3 +1283,39 @@ def test_a_stale_consensus_fan_out_creates_no_attempts(h: Harness) -> None:
         assert s.scalars(select(ConsensusAttempt.id)).all() == []
     ex = h.steps(run_id)["ex"]
     assert (ex.open_children, ex.n_consensus) == (0, 1)
+
+
+def test_outbox_republishes_a_running_row_whose_holder_died_with_its_message(
+    h: Harness,
+) -> None:
+    """A worker killed while the broker lost its message: only the sweeper can save the row."""
+    wf = h.workflow(*linear_graph())
+    run_id = h.start(wf, {"doc": 5})
+    h.deliver(h.dispatcher.queue.pop(0))  # start ran; the next step is queued
+    step_id = next(s.id for k, s in h.steps(run_id).items() if k != "start")
+    lost = h.dispatcher.queue.copy()
+    h.dispatcher.queue.clear()
+    with h.db.transaction() as s:  # claimed by a worker that then died, message gone
+        claim(
+            s, Step, step_id, worker="gone:1", holder_alive=lambda _: None, lease=timedelta(hours=1)
+        )
+    assert lost == [Work(kind=WorkKind.STEP, id=step_id)]
+    alive = {"gone:1": True}
+    assert (
+        sweep(h.db, h.dispatcher, older_than_s=0, lease_s=3600, holder_alive=lambda w: alive.get(w))
+        == 0
+    )  # its holder still lives
+    alive["gone:1"] = False
+    assert (
+        sweep(h.db, h.dispatcher, older_than_s=0, lease_s=3600, holder_alive=lambda w: alive.get(w))
+        == 1
+    )
+    assert h.dispatcher.queue == [Work(kind=WorkKind.STEP, id=step_id)]
+    unknown_host = sweep(
+        h.db, h.dispatcher, older_than_s=0, lease_s=3600, holder_alive=lambda w: None
+    )
+    assert unknown_host == 0  # another host: only an expired lease tells
+    h.dispatcher.queue.clear()
+    assert sweep(h.db, h.dispatcher, older_than_s=0, lease_s=0, holder_alive=lambda w: None) == 1
+    h.drain()
+    assert h.assert_settled(run_id).status == "completed"
