@@ -1317,5 +1317,10 @@ def test_outbox_republishes_a_running_row_whose_holder_died_with_its_message(
     assert unknown_host == 0  # another host: only an expired lease tells
     h.dispatcher.queue.clear()
     assert sweep(h.db, h.dispatcher, older_than_s=0, lease_s=0, holder_alive=lambda w: None) == 1
+    rescuer = h.orchestrator("test-host:9", lambda holder: False)  # it knows the holder died
+    rescuer.run_step(h.dispatcher.queue.pop(0).id)
     h.drain()
     assert h.assert_settled(run_id).status == "completed"
+    assert (
+        h.steps(run_id)[next(k for k in h.steps(run_id) if k not in ("start", "end"))].attempt == 2
+    )
