@@ -334,12 +334,16 @@ def _inject(
         if stop.wait(rng.uniform(0.3, 1.2)):
             return
         if event == "kill":
-            children = [
-                pid for w in fleet.workers if w.name.startswith("w") for pid in w.child_pids()
-            ]
-            if children:
-                os.kill(rng.choice(children), signal.SIGKILL)
-                counts["kills"] += 1
+            # A pool child may be between restarts: look again for a moment.
+            for _ in range(40):
+                children = [
+                    pid for w in fleet.workers if w.name.startswith("w") for pid in w.child_pids()
+                ]
+                if children:
+                    os.kill(rng.choice(children), signal.SIGKILL)
+                    counts["kills"] += 1
+                    break
+                time.sleep(0.05)
         elif event == "redis":
             redis_server.restart()
             counts["redis_restarts"] += 1
