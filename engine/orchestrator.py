@@ -47,6 +47,7 @@ from engine.providers import ModelResponse
 from engine.scheduler import AWAITING, LoopingRisk, Resolved, Scheduler
 from engine.settings import Settings
 from engine.termination import terminate_run
+from engine.usage import add_usage
 
 log = logging.getLogger("quorum.orchestrator")
 
@@ -727,6 +728,10 @@ class Orchestrator:
                 for c in calls
             ],
         )
+        if job.kind == WorkKind.STEP and job.run_id:
+            run = s.get(Run, job.run_id)  # locked by the settling transaction
+            if run is not None:
+                run.usage = add_usage(run.usage or [], calls)
 
     def _graph(self, run: Run) -> Graph:
         graph = self._graphs.get(run.id)

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Text, insert, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 from engine.clock import utcnow
-from engine.db.models import Comment, ModelCall, Run, Step, Turn
+from engine.db.models import Comment, Json, Run, Step, Turn
 from engine.errors import Conflict, FieldError, Invalid, NotFound
 from engine.events import record_run, record_step_rows
 from engine.execute import wrap
@@ -191,25 +191,69 @@ def turns_of(s: Session, run: Run) -> list[Turn]:
     return list(s.scalars(select(Turn).where(Turn.run_id == run.id).order_by(Turn.turn_index)))
 
 
+def turns_and_comments(s: Session, run: Run) -> tuple[list[Turn], list[Comment]]:
+    """Both lists in one statement (UNION ALL): reading a run stays at a fixed query count."""
+    text_null = null().cast(Text)
+    turns = select(
+        literal("turn").label("kind"),
+        Turn.id,
+        Turn.turn_index.label("ord"),
+        Turn.input.label("a"),
+        Turn.output.label("b"),
+        Turn.started_at.label("t1"),
+        Turn.completed_at.label("t2"),
+        text_null.label("author"),
+        text_null.label("text"),
+    ).where(Turn.run_id == run.id)
+    comments = select(
+        literal("comment"),
+        Comment.id,
+        literal(0),
+        null().cast(Json),
+        null().cast(Json),
+        Comment.created_at,
+        null().cast(Comment.created_at.type),
+        Comment.author,
+        Comment.text,
+    ).where(Comment.run_id == run.id)
+    out_turns: list[Turn] = []
+    out_comments: list[Comment] = []
+    for row in s.execute(union_all(turns, comments)).all():
+        if row.kind == "turn":
+            out_turns.append(
+                Turn(
+                    id=row.id,
+                    run_id=run.id,
+                    turn_index=row.ord,
+                    input=row.a,
+                    output=row.b,
+                    started_at=row.t1,
+                    completed_at=row.t2,
+                )
+            )
+        else:
+            out_comments.append(
+                Comment(
+                    id=row.id, run_id=run.id, author=row.author, text=row.text, created_at=row.t1
+                )
+            )
+    out_turns.sort(key=lambda t: t.turn_index)
+    out_comments.sort(key=lambda c: c.id)
+    return out_turns, out_comments
+
+
 def comments_of(s: Session, run: Run) -> list[Comment]:
     return list(s.scalars(select(Comment).where(Comment.run_id == run.id).order_by(Comment.id)))
 
 
-def usage_of(s: Session, run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+def usage_of(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
     """(token_usage, latency_stats) of the model calls this run made itself."""
-    rows = s.execute(
-        select(
-            ModelCall.provider,
-            ModelCall.model,
-            func.count(),
-            func.sum(ModelCall.prompt_tokens),
-            func.sum(ModelCall.completion_tokens),
-            func.sum(ModelCall.latency_ms),
-        )
-        .where(ModelCall.run_id == run.id)
-        .group_by(ModelCall.provider, ModelCall.model)
-    ).all()
-    return summarize_usage(rows)
+    return summarize_usage(
+        [
+            (u["provider"], u["model"], u["calls"], u["prompt"], u["completion"], u["latency_ms"])
+            for u in run.usage or []
+        ]
+    )
 
 
 def summarize_usage(rows: Sequence[Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from api import views
+from api import schemas, views
 from api.auth import current
 from api.registry import registry
 from api.runtime import runtime
@@ -23,11 +23,12 @@ route = registry.route
 
 
 def run_view(s: Any, run: Run) -> dict[str, Any]:
-    token_usage, latency_stats = svc.usage_of(s, run)
+    token_usage, latency_stats = svc.usage_of(run)
+    turns, comments = svc.turns_and_comments(s, run)
     return views.run(
         run,
-        turns=svc.turns_of(s, run),
-        comments=svc.comments_of(s, run),
+        turns=turns,
+        comments=comments,
         token_usage=token_usage,
         latency_stats=latency_stats,
     )
@@ -47,6 +48,7 @@ def _read(run_id: str) -> dict[str, Any]:
     body=CreateRun,
     status=202,
     errors=(404,),
+    response=schemas.Run,
 )
 def create_run(body: CreateRun) -> Any:
     rt = runtime()
@@ -67,7 +69,15 @@ def create_run(body: CreateRun) -> Any:
     return answer
 
 
-@route(bp, "GET", "/v1/workflows/runs", summary="List runs", tag="runs", query=RunsQuery)
+@route(
+    bp,
+    "GET",
+    "/v1/workflows/runs",
+    summary="List runs",
+    tag="runs",
+    query=RunsQuery,
+    response=schemas.RunPage,
+)
 def list_runs(query: RunsQuery) -> Any:
     with runtime().db.transaction() as s:
         page = svc.list_runs(
@@ -86,7 +96,9 @@ def list_runs(query: RunsQuery) -> Any:
         }
 
 
-@route(bp, "GET", "/v1/workflows/runs/<run_id>", summary="Read a run", tag="runs")
+@route(
+    bp, "GET", "/v1/workflows/runs/<run_id>", summary="Read a run", tag="runs", response=schemas.Run
+)
 def get_run(run_id: str) -> Any:
     return _read(run_id)
 
@@ -98,6 +110,7 @@ def get_run(run_id: str) -> Any:
     summary="List a run's steps",
     tag="runs",
     query=PageQuery,
+    response=schemas.StepPage,
 )
 def list_steps(run_id: str, query: PageQuery) -> Any:
     with runtime().db.transaction() as s:
@@ -117,6 +130,7 @@ def list_steps(run_id: str, query: PageQuery) -> Any:
     summary="Pause a run",
     tag="runs",
     errors=(409,),
+    response=schemas.Run,
 )
 def pause_run(run_id: str) -> Any:
     with runtime().db.transaction() as s:
@@ -132,6 +146,7 @@ def pause_run(run_id: str) -> Any:
     summary="Resume a paused run",
     tag="runs",
     errors=(409,),
+    response=schemas.Run,
 )
 def resume_run(run_id: str) -> Any:
     rt = runtime()
@@ -149,6 +164,7 @@ def resume_run(run_id: str) -> Any:
     summary="Cancel a run",
     tag="runs",
     errors=(409,),
+    response=schemas.Run,
 )
 def cancel_run(run_id: str) -> Any:
     rt = runtime()
@@ -171,6 +187,7 @@ def cancel_run(run_id: str) -> Any:
     tag="runs",
     body=CommentBody,
     status=201,
+    response=schemas.Comment,
 )
 def add_comment(run_id: str, body: CommentBody) -> Any:
     with runtime().db.transaction() as s:
@@ -188,6 +205,7 @@ def add_comment(run_id: str, body: CommentBody) -> Any:
     body=RunInput,
     status=202,
     errors=(409,),
+    response=schemas.Run,
 )
 def answer_input(run_id: str, body: RunInput) -> Any:
     rt = runtime()
@@ -206,6 +224,7 @@ def answer_input(run_id: str, body: RunInput) -> Any:
     tag="runs",
     body=CheckpointBody,
     status=202,
+    response=schemas.Run,
 )
 def checkpoint(run_id: str, body: CheckpointBody) -> Any:
     rt = runtime()

@@ -105,6 +105,9 @@ class Run(Base):
     steps_total: Mapped[int] = mapped_column(Integer, default=0)
     steps_done: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # Model usage of this run's own calls, one entry per (provider, model): kept on the row
+    # (updated under the run lock) so reading a run needs no aggregate query.
+    usage: Mapped[list[Any]] = mapped_column(Json, default=list)
     created_at: Mapped[datetime] = mapped_column(Time, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Time, default=utcnow, onupdate=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(Time)
