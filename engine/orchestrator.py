@@ -52,6 +52,10 @@ from engine.usage import add_usage
 log = logging.getLogger("quorum.orchestrator")
 
 
+# Delay of the watchdog message behind a step run in-process (see ``run_step``).
+INLINE_WATCHDOG_S = 10.0
+
+
 class InjectedFault(RuntimeError):
     """Raised at a test-only fault point (``QUORUM_FAULT_POINTS``)."""
 
@@ -116,7 +120,22 @@ class Orchestrator:
     # is taken over even though the process that claimed it is still alive.
 
     def run_step(self, step_id: str, *, retried: bool = False) -> None:
-        self._guarded(WorkKind.STEP, step_id, self._run_step, retried)
+        # A step that makes another step ready runs it right here, in this process, instead
+        # of waiting for a broker round trip (the rest of a fan-out is published as usual).
+        next_id: str | None = step_id
+        for _ in range(max(1, self.settings.inline_successors + 1)):
+            if next_id is None:
+                return
+            next_id = self._guarded(
+                WorkKind.STEP,
+                next_id,
+                self._run_step,
+                retried,
+                keep_one=self.settings.inline_successors > 0,
+            )
+            retried = False
+        if next_id is not None:
+            self._publish([Work(kind=WorkKind.STEP, id=next_id)])
 
     def run_attempt(self, attempt_id: str, *, retried: bool = False) -> None:
         self._guarded(WorkKind.ATTEMPT, attempt_id, self._run_attempt, retried)
@@ -127,21 +146,39 @@ class Orchestrator:
     def _holder_check(self, holder: str) -> bool | None:
         return False if self._retried else self.holder_alive(holder)
 
-    def _guarded(self, kind: WorkKind, row_id: str, fn: Any, retried: bool) -> None:
+    def _guarded(
+        self, kind: WorkKind, row_id: str, fn: Any, retried: bool, *, keep_one: bool = False
+    ) -> str | None:
+        """Handle one message; with ``keep_one``, return a ready step to run next in-process."""
         # One message at a time per process (prefork pool): the pending lists are ours.
         self._pending_publish, self._pending_revoke = [], []
         self._retried = retried
         self._touched = set()
+        kept: str | None = None
         try:
             fn(row_id)
-            self._publish(self._pending_publish)
+            work = self._pending_publish
+            if keep_one:
+                ready = next((w for w in work if w.kind == WorkKind.STEP and not w.delay_s), None)
+                if ready is not None:
+                    kept = ready.id
+                    # A watchdog message, due later: if this process dies while running
+                    # the step, it is delivered to another worker, which finds the holder
+                    # gone and takes the row over; otherwise it finds the step done.
+                    work = [
+                        Work(kind=w.kind, id=w.id, delay_s=INLINE_WATCHDOG_S) if w is ready else w
+                        for w in work
+                    ]
+            self._publish(work)
             self._revoke(self._pending_revoke)
             self._notify()
+            return kept
         except DBAPIError:
             raise  # the database is away: let the task adapter retry; nothing was settled
         except Exception as exc:  # the finally safety net: never leave a run "running"
             log.exception("orchestration fault", extra={"kind": str(kind), "id": row_id})
             self._safety_net(kind, row_id, exc)
+            return None
 
     # -- steps ------------------------------------------------------------------------
 

@@ -36,6 +36,9 @@ class Settings:
     max_blocks_per_graph: int = 200
     max_for_each_items: int = 10_000
     page_size_max: int = 200
+    # Requests per minute per API key (a fixed one-minute window); 0 turns limiting off.
+    # Counted in Redis when ``redis_url`` is set, else in each API process's memory.
+    rate_limit_per_minute: int = 1200
     # A pending/queued row older than this is assumed lost by the broker and re-published.
     outbox_after_s: float = 60.0
     # A running row whose holder cannot be proven alive is taken over after this long.
@@ -47,6 +50,9 @@ class Settings:
     provider_model: str = "local-1"
     provider_timeout_s: float = 60.0
     worker_concurrency: int = 2
+    # A worker runs up to this many ready successors of a step itself, in a row, before
+    # handing the next one to the broker (0: always publish).
+    inline_successors: int = 100
     # Test-only fault points (e.g. "api.after_commit"): never set in production.
     fault_points: str = ""
 

@@ -231,7 +231,9 @@ ORDERS = ["fifo", "lifo", "shuffle"]
 
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[Harness]:
-    settings = Settings(data_dir=str(tmp_path))
+    # Successors go through the queue here, so the tests control the delivery order;
+    # running them in-process is tested on its own below.
+    settings = Settings(data_dir=str(tmp_path), inline_successors=0)
     db = Database(settings)
     Base.metadata.create_all(db.engine)
     with db.transaction() as s:
@@ -1214,7 +1216,7 @@ def test_nested_for_each(h: Harness, order: str) -> None:
 def test_for_each_refuses_bad_items(
     tmp_path: Path, h: Harness, items: Any, error_type: str
 ) -> None:
-    h.orch.settings = Settings(data_dir=str(tmp_path), max_for_each_items=5)
+    h.orch.settings = Settings(data_dir=str(tmp_path), max_for_each_items=5, inline_successors=0)
     run_id = h.start(h.workflow(*for_each_graph()), {"items": items})
     h.drain()
     run = h.assert_settled(run_id)
@@ -1324,3 +1326,18 @@ def test_outbox_republishes_a_running_row_whose_holder_died_with_its_message(
     assert (
         h.steps(run_id)[next(k for k in h.steps(run_id) if k not in ("start", "end"))].attempt == 2
     )
+
+
+def test_a_ready_successor_runs_in_process_without_a_message(h: Harness, tmp_path: Path) -> None:
+    h.orch.settings = Settings(data_dir=str(tmp_path), inline_successors=100)
+    wf = h.workflow(*diamond_graph())
+    run_id = h.start(wf, {"n": 3})
+    first = h.dispatcher.queue.pop(0)
+    h.deliver(first)
+    # One branch ran in-process (its join waits for the other): the other branch went to
+    # the broker at once, the in-process one only as a delayed watchdog.
+    assert sorted(w.delay_s for w in h.dispatcher.queue) == [0.0, 10.0]
+    h.drain()
+    run = h.assert_settled(run_id)
+    assert run.status == "completed"
+    assert run.steps_done == run.steps_total == 5
