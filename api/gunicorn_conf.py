@@ -31,6 +31,10 @@ graceful_timeout = 20
 keepalive = 5
 accesslog = "-"
 errorlog = "-"
+# Method, path (without the query string), protocol, status, size, duration in seconds,
+# user agent. Never the query string (a client may put a key there by mistake), the
+# Basic-auth user (``%(u)s``: a key sent as ``curl -u KEY:``), the referer or any header.
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(L)s "%(a)s"'
 
 
 def post_fork(server: Any, worker: Any) -> None:

@@ -32,6 +32,9 @@ View = Callable[..., Any]
 _PARAM = re.compile(r"<(?:([a-z]+):)?([a-z_]+)>")
 MAX_INT = 2**31 - 1  # path numbers map to 32-bit integer columns
 REPLAYED_HEADER = "Idempotent-Replayed"
+JSON = "application/json"
+PROBLEM_JSON = "application/problem+json"
+REF = "#/components/schemas/"
 log = logging.getLogger("quorum.api")
 
 
@@ -48,6 +51,8 @@ class Operation:
     auth: bool
     errors: tuple[int, ...]
     idempotent: bool = False
+    response: type[BaseModel] | None = None
+    content: tuple[str, ...] = (JSON,)
 
     @property
     def openapi_path(self) -> str:
@@ -80,12 +85,15 @@ class Registry:
         auth: bool = True,
         errors: tuple[int, ...] = (),
         idempotent: bool = True,
+        response: type[BaseModel] | None = None,
+        content: tuple[str, ...] = (JSON,),
     ) -> Callable[[View], View]:
         """Register an operation.
 
-        ``idempotent`` (authenticated POSTs only) honours an ``Idempotency-Key`` header:
-        a repeat of a successful POST with the same key replays the first answer. Opt out
-        for a POST whose repeat must really run again.
+        ``response`` documents the success body (the view builds it; see ``api.views``),
+        ``content`` the media types it comes in. ``idempotent`` (authenticated POSTs only)
+        honours an ``Idempotency-Key`` header: a repeat of a successful POST with the same
+        key replays the first answer. Opt out for a POST whose repeat must really run again.
         """
 
         def decorator(fn: View) -> View:
@@ -101,6 +109,8 @@ class Registry:
                 auth=auth,
                 errors=errors,
                 idempotent=idempotent and auth and method == "POST",
+                response=response,
+                content=content,
             )
             self.operations.append(op)
 
@@ -324,94 +334,151 @@ def parse_query(model: type[BaseModel]) -> BaseModel:
         ) from None
 
 
+# Every answer to an authenticated request carries the key's budget (see api.ratelimit);
+# one over the limit answers 429 with Retry-After.
+RATE_LIMIT_HEADERS: dict[str, Any] = {
+    "RateLimit-Limit": {
+        "description": "requests allowed in the current window",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "RateLimit-Remaining": {
+        "description": "requests left in the current window",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "RateLimit-Reset": {
+        "description": "seconds until the window resets",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+}
+RETRY_AFTER = {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
+
+
 def openapi_document(registry: Registry, *, title: str, version: str) -> dict[str, Any]:
     models: set[type[BaseModel]] = {Problem}
     for op in registry.operations:
-        models.update(m for m in (op.body,) if m is not None)
+        models.update(m for m in (op.body, op.response) if m is not None)
     _, schemas = models_json_schema(
         [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
-        ref_template="#/components/schemas/{model}",
+        ref_template=REF + "{model}",
     )
     components = dict(schemas.get("$defs", {}))
     paths: dict[str, Any] = {}
     for op in registry.operations:
         item = paths.setdefault(op.openapi_path, {})
-        params: list[dict[str, Any]] = [
-            {
-                "name": p,
-                "in": "path",
-                "required": True,
-                "schema": _path_schema(p, conv),
-            }
-            for p, conv in op.converters.items()
-        ]
-        if op.idempotent:
-            params.append(
-                {
-                    "name": idempotency.HEADER,
-                    "in": "header",
-                    "required": False,
-                    "description": "a repeat of a successful POST with the same key"
-                    " returns the first answer (header Idempotent-Replayed: true)",
-                    "schema": {
-                        "type": "string",
-                        "minLength": 1,
-                        "maxLength": idempotency.MAX_KEY_LENGTH,
-                        "pattern": "^[\\x20-\\x7e]+$",
-                    },
-                }
-            )
-        if op.query is not None:
-            qschema = op.query.model_json_schema()
-            for name, prop in qschema.get("properties", {}).items():
-                params.append({"name": name, "in": "query", "required": False, "schema": prop})
-        problem_ref = {
-            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-        }
-        responses: dict[str, Any] = {
-            str(op.status): {
-                "description": "success",
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
-        }
-        codes = (
-            set(op.errors)
-            | ({401} if op.auth else set())
-            | ({400, 413, 415, 422} if op.body else set())
-        )
-        codes |= {422} if op.query else set()
-        codes |= {404} if op.path_params else set()
-        codes |= {409, 422} if op.idempotent else set()
-        for code in sorted(codes):
-            responses[str(code)] = {"description": _describe(code), "content": problem_ref}
         operation: dict[str, Any] = {
             "operationId": op.endpoint,
             "summary": op.summary,
             "tags": [op.tag],
-            "parameters": params,
-            "responses": responses,
+            "parameters": _parameters(op),
+            "responses": _responses(op),
         }
         if op.auth:
             operation["security"] = [{"bearer": []}]
         if op.body is not None:
             operation["requestBody"] = {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {"$ref": f"#/components/schemas/{op.body.__name__}"}
-                    }
-                },
+                # A body whose fields are all optional may be left out (it reads as {}).
+                "required": any(f.is_required() for f in op.body.model_fields.values()),
+                "content": {JSON: {"schema": {"$ref": REF + op.body.__name__}}},
             }
         item[op.method.lower()] = operation
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": version},
+        "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "Errors are RFC 9457 problems (application/problem+json).",
+        },
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an API key: Authorization: Bearer <key>",
+                }
+            },
         },
     }
+
+
+def _parameters(op: Operation) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = [
+        {"name": p, "in": "path", "required": True, "schema": _path_schema(p, conv)}
+        for p, conv in op.converters.items()
+    ]
+    if op.idempotent:
+        params.append(
+            {
+                "name": idempotency.HEADER,
+                "in": "header",
+                "required": False,
+                "description": "a repeat of a successful POST with the same key returns the"
+                " first answer (with the header Idempotent-Replayed: true); a key still in"
+                " use answers 409, a key first used on another route 422",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": idempotency.MAX_KEY_LENGTH,
+                    "pattern": "^[\\x20-\\x7e]+$",
+                },
+            }
+        )
+    if op.query is not None:
+        qschema = op.query.model_json_schema(ref_template=REF + "{model}")
+        for name, prop in qschema.get("properties", {}).items():
+            params.append({"name": name, "in": "query", "required": False, "schema": prop})
+    return params
+
+
+def _responses(op: Operation) -> dict[str, Any]:
+    if op.response is not None:
+        schema: dict[str, Any] = {"$ref": REF + op.response.__name__}
+    else:
+        schema = {"type": "object"} if op.content == (JSON,) else {"type": "string"}
+    success: dict[str, Any] = {
+        "description": _describe(op.status),
+        "content": {media: {"schema": schema} for media in op.content},
+    }
+    headers: dict[str, Any] = {}
+    if op.auth:
+        headers.update(RATE_LIMIT_HEADERS)
+    if op.idempotent:
+        headers[REPLAYED_HEADER] = {
+            "description": "present (true) when this is the stored first answer to the key",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
+    if headers:
+        success["headers"] = headers
+    responses: dict[str, Any] = {str(op.status): success}
+    codes = (
+        set(op.errors)
+        | ({401, 429, 503} if op.auth else set())
+        | ({400, 413, 415, 422} if op.body else set())
+    )
+    codes |= {422} if op.query else set()
+    codes |= {404} if op.path_params else set()
+    codes |= {409, 422} if op.idempotent else set()
+    problem = {PROBLEM_JSON: {"schema": {"$ref": REF + "Problem"}}}
+    for code in sorted(codes):
+        answer: dict[str, Any] = {"description": _describe(code), "content": problem}
+        if op.auth and code != 401:  # refused before the key was known: not counted
+            answer["headers"] = dict(RATE_LIMIT_HEADERS)
+        if code == 401:
+            answer["headers"] = {
+                "WWW-Authenticate": {
+                    "description": 'the Bearer challenge: Bearer realm="quorum"',
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^Bearer "},
+                }
+            }
+        elif code == 429:
+            answer["headers"]["Retry-After"] = {**RETRY_AFTER, "required": True}
+        elif code == 503:
+            answer.setdefault("headers", {})["Retry-After"] = RETRY_AFTER
+        responses[str(code)] = answer
+    return responses
 
 
 def _path_schema(name: str, converter: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
@@ -15,6 +15,9 @@ from engine.events import EventBus
 from engine.ports import Dispatcher, Work
 from engine.runs import mark_queued
 from engine.settings import Settings
+
+if TYPE_CHECKING:
+    from api.ratelimit import RateLimiter
 
 log = logging.getLogger("quorum.api")
 
@@ -25,6 +28,7 @@ class ApiRuntime:
     db: Database
     dispatcher: Dispatcher
     events: EventBus
+    limiter: RateLimiter | None = None
 
     def publish(self, model: Any, work: Sequence[Work]) -> bool:
         """Publish committed rows, then mark them queued; False leaves them to the outbox."""
@@ -44,6 +48,8 @@ class ApiRuntime:
 
     def close(self) -> None:
         self.db.close()
+        if self.limiter is not None:
+            self.limiter.close()
         bus_close = getattr(self.events, "close", None)
         if bus_close is not None:
             bus_close()

@@ -50,10 +50,13 @@ def version(v: WorkflowVersion) -> dict[str, Any]:
 def lifecycle(row: Step | BlockExecution) -> dict[str, Any]:
     state = row.state
     out: dict[str, Any] = {"state": state}
+    # Every path that moves a row sets these times; the fallbacks keep the documented
+    # shape (a time, never null) for a row written otherwise.
     if state == "queued":
-        out["queued_at"] = rfc3339(row.queued_at)
+        out["queued_at"] = rfc3339(row.queued_at or row.created_at)
     elif state == "running":
-        out.update(started_at=rfc3339(row.started_at), worker=row.worker, attempt=row.attempt)
+        started = row.started_at or row.queued_at or row.created_at
+        out.update(started_at=rfc3339(started), worker=row.worker, attempt=row.attempt or 0)
     elif state == "error":
         out["error"] = {"type": row.error_type, "message": row.error_message}
     elif state in ("cancelled", "skipped"):
@@ -71,6 +74,7 @@ def step(st: Step) -> dict[str, Any]:
         "turn_index": st.turn_index,
         "iteration": st.scope or None,
         "visit": st.visit,
+        "attempt": st.attempt or 0,
         "lifecycle": lifecycle(st),
         "inputs": st.inputs or {},
         "outputs": st.outputs,

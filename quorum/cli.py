@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from engine.settings import Settings, SettingsError
+from quorum import remote
 
 
 def _settings() -> Settings:
@@ -162,10 +163,14 @@ def sweep(older_than: float | None) -> None:
     from workers.dispatch import CeleryDispatcher
 
     settings = _settings()
+    from workers.runtime import holder_alive
+
     count = do_sweep(
         Database(settings),
         CeleryDispatcher(create_celery(settings)),
         older_than_s=settings.outbox_after_s if older_than is None else older_than,
+        lease_s=settings.lease_s,
+        holder_alive=holder_alive,
     )
     click.echo(f"re-published {count} rows")
 
@@ -248,6 +253,11 @@ def demo(timeout: float) -> None:
         raise click.ClickException(str(exc)) from None
     if run["status"] != "completed":
         raise click.ClickException(f"the demo run ended {run['status']}")
+
+
+# The commands that talk to a running API (run, rerun, fork, status): quorum/remote.py.
+for _command in remote.COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from api import views
+from api import schemas, views
 from api.auth import current
 from api.registry import registry
 from api.runtime import runtime
@@ -34,6 +34,7 @@ def _read(execution_id: str) -> dict[str, Any]:
     body=CreateExecution,
     status=202,
     errors=(404, 409),
+    response=schemas.BlockExecution,
 )
 def create_execution(body: CreateExecution) -> Any:
     rt = runtime()
@@ -66,6 +67,7 @@ def create_execution(body: CreateExecution) -> Any:
     summary="List block executions",
     tag="block executions",
     query=ExecutionsQuery,
+    response=schemas.BlockExecutionPage,
 )
 def list_executions(query: ExecutionsQuery) -> Any:
     with runtime().db.transaction() as s:
@@ -90,6 +92,7 @@ def list_executions(query: ExecutionsQuery) -> Any:
     "/v1/workflows/blocks/executions/<execution_id>",
     summary="Read a block execution",
     tag="block executions",
+    response=schemas.BlockExecution,
 )
 def get_execution(execution_id: str) -> Any:
     return _read(execution_id)
@@ -102,6 +105,7 @@ def get_execution(execution_id: str) -> Any:
     summary="Cancel a block execution",
     tag="block executions",
     errors=(409,),
+    response=schemas.BlockExecution,
 )
 def cancel_execution(execution_id: str) -> Any:
     rt = runtime()

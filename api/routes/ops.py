@@ -11,10 +11,13 @@ from flask import Blueprint, Response, current_app, send_from_directory
 from api.registry import registry
 from api.routing import json_response, openapi_document
 from api.runtime import runtime
+from api.schemas import Health, OpenApiDocument, Ready
 
 bp = Blueprint("ops", __name__)
 route = registry.route
 SWAGGER_DIR = Path(flask_openapi3_swagger.__file__).parent / "templates" / "swagger"
+# What the docs assets are served as (Python's mimetypes; JavaScript differs by version).
+ASSET_TYPES = ("text/css", "text/javascript", "application/javascript", "image/svg+xml")
 
 DOCS_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Quorum API</title>
@@ -28,7 +31,15 @@ validatorUrl: null});
 </script></body></html>"""
 
 
-@route(bp, "GET", "/healthz", summary="The process is alive", tag="operations", auth=False)
+@route(
+    bp,
+    "GET",
+    "/healthz",
+    summary="The process is alive",
+    tag="operations",
+    auth=False,
+    response=Health,
+)
 def healthz() -> Any:
     return {"status": "ok"}
 
@@ -41,6 +52,7 @@ def healthz() -> Any:
     tag="operations",
     auth=False,
     errors=(503,),
+    response=Ready,
 )
 def readyz() -> Any:
     rt = runtime()
@@ -71,7 +83,15 @@ def _broker_check(rt: Any) -> str:
         return f"unavailable: {type(exc).__name__}"
 
 
-@route(bp, "GET", "/metrics", summary="Prometheus metrics", tag="operations", auth=False)
+@route(
+    bp,
+    "GET",
+    "/metrics",
+    summary="Prometheus metrics",
+    tag="operations",
+    auth=False,
+    content=("text/plain",),
+)
 def metrics() -> Any:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -80,7 +100,13 @@ def metrics() -> Any:
 
 
 @route(
-    bp, "GET", "/openapi.json", summary="This API's OpenAPI document", tag="operations", auth=False
+    bp,
+    "GET",
+    "/openapi.json",
+    summary="This API's OpenAPI document",
+    tag="operations",
+    auth=False,
+    response=OpenApiDocument,
 )
 def openapi() -> Any:
     doc = openapi_document(registry, title="Quorum", version="1")
@@ -94,6 +120,7 @@ def openapi() -> Any:
     summary="Interactive API docs (served locally)",
     tag="operations",
     auth=False,
+    content=("text/html",),
 )
 def docs() -> Any:
     return Response(DOCS_PAGE, mimetype="text/html")
@@ -106,6 +133,7 @@ def docs() -> Any:
     summary="Assets of the docs page (served locally)",
     tag="operations",
     auth=False,
+    content=ASSET_TYPES,
 )
 def docs_assets(name: str) -> Any:
     return send_from_directory(SWAGGER_DIR, name)

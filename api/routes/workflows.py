@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from api import views
+from api import schemas, views
 from api.auth import current
 from api.registry import registry
 from api.runtime import runtime
@@ -29,6 +29,7 @@ def _settings(body: Any) -> dict[str, Any] | None:
     tag="workflows",
     body=CreateWorkflow,
     status=201,
+    response=schemas.Workflow,
 )
 def create_workflow(body: CreateWorkflow) -> Any:
     rt = runtime()
@@ -46,7 +47,15 @@ def create_workflow(body: CreateWorkflow) -> Any:
         return views.workflow(wf, svc.versions_of(s, wf.id))
 
 
-@route(bp, "GET", "/v1/workflows", summary="List workflows", tag="workflows", query=PageQuery)
+@route(
+    bp,
+    "GET",
+    "/v1/workflows",
+    summary="List workflows",
+    tag="workflows",
+    query=PageQuery,
+    response=schemas.WorkflowPage,
+)
 def list_workflows(query: PageQuery) -> Any:
     with runtime().db.transaction() as s:
         page = svc.list_workflows(
@@ -65,6 +74,7 @@ def list_workflows(query: PageQuery) -> Any:
     "/v1/workflows/<workflow_id>",
     summary="Read a workflow with its draft",
     tag="workflows",
+    response=schemas.Workflow,
 )
 def get_workflow(workflow_id: str) -> Any:
     with runtime().db.transaction() as s:
@@ -79,6 +89,7 @@ def get_workflow(workflow_id: str) -> Any:
     summary="Replace the draft graph",
     tag="workflows",
     body=ReplaceDraft,
+    response=schemas.Workflow,
 )
 def replace_draft(workflow_id: str, body: ReplaceDraft) -> Any:
     rt = runtime()
@@ -102,6 +113,7 @@ def replace_draft(workflow_id: str, body: ReplaceDraft) -> Any:
     summary="Change one block of the draft",
     tag="workflows",
     body=PatchBlock,
+    response=schemas.Workflow,
 )
 def patch_block(workflow_id: str, block_id: str, body: PatchBlock) -> Any:
     rt = runtime()
@@ -126,6 +138,7 @@ def patch_block(workflow_id: str, block_id: str, body: PatchBlock) -> Any:
     tag="workflows",
     body=PublishVersion,
     status=201,
+    response=schemas.Version,
 )
 def publish_version(workflow_id: str, body: PublishVersion) -> Any:
     with runtime().db.transaction() as s:
@@ -139,6 +152,7 @@ def publish_version(workflow_id: str, body: PublishVersion) -> Any:
     "/v1/workflows/<workflow_id>/versions/<int:number>",
     summary="Read one published version",
     tag="workflows",
+    response=schemas.Version,
 )
 def get_version(workflow_id: str, number: int) -> Any:
     with runtime().db.transaction() as s:

@@ -1,0 +1,39 @@
+"""The S5 baseline: a Flask route doing one primary-key select, nothing else.
+
+Served like the API, by the same gunicorn configuration (``api.gunicorn_conf``: gthread,
+``QUORUM_API_WORKERS`` workers, ``QUORUM_API_THREADS`` threads, access log), on the same
+database through the same engine settings (``engine.db.session.Database``, pool of 8)::
+
+    gunicorn -c python:api.gunicorn_conf 'bench.pk_app:create_app()'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, request
+
+from engine.db.models import Run
+from engine.db.session import Database
+from engine.settings import Settings
+
+
+def create_app() -> Flask:
+    settings = Settings.from_env()
+    db = Database(settings, pool_size=8)
+    app = Flask("bench-pk", static_folder=None)
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return {"status": "ok"}
+
+    @app.post("/pk")
+    def pk() -> Any:
+        body = request.get_json(force=True)
+        with db.transaction() as s:
+            run = s.get(Run, str(body.get("id", "")))
+            if run is None:
+                return {"error": "not found"}, 404
+            return {"id": run.id, "status": run.status, "updated_at": run.updated_at.isoformat()}
+
+    return app

@@ -1,0 +1,461 @@
+"""S1, S2, S3 and S9: work through real worker processes, engine against raw Celery.
+
+Both sides run as ``--pool=prefork -E`` Celery workers with the same concurrency, on the
+same Redis, with the same flags (:mod:`bench.baseline`), side by side; the idle side only
+waits on its queue while the other is measured. The engine is submitted to the way the
+API does it (rows committed, then published through :class:`CeleryDispatcher`, then marked
+queued), from this process, without HTTP (S5 measures the HTTP layer). Start times are
+taken here just before submitting; end times are the ``completed_at`` the worker wrote
+(engine) or the time a final task wrote into Redis (baseline): one clock, one host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+from celery import Celery, chain, chord
+from sqlalchemy import func, select
+
+from bench.baseline import COUNT, MARK, NOOP, PROVIDER, create_baseline
+from bench.context import Ctx, interleave
+from bench.env import BenchError, Proc, log_contains, python
+from bench.inline import CHAIN_LENGTH, EXTRACT_ANSWER, EXTRACT_MODEL, queued_executions
+from bench.report import Row, pair_ratio
+from engine.clock import utcnow
+from engine.db.models import BlockExecution, Run, Step
+from engine.db.session import Database
+from engine.executions import create_execution
+from engine.ports import Work, WorkKind
+from engine.runs import start_run
+from tests.support.chat_server import chat_server_process
+from workers.celery_app import create_celery
+from workers.dispatch import CeleryDispatcher
+
+TERMINAL = ("completed", "error", "cancelled", "skipped")
+TERMINAL_RUN = ("completed", "failed", "cancelled", "aborted_looping_risk")
+
+
+def start_engine_worker(ctx: Ctx, name: str, concurrency: int, **env: str) -> Proc:
+    w = ctx.world
+    return w.start(
+        name,
+        [
+            python(),
+            "-m",
+            "quorum.cli",
+            "worker",
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}-{w.tag}@%h",
+            "--loglevel",
+            "INFO",
+        ],
+        env=w.env(w.engine_queue, QUORUM_WORKER_CONCURRENCY=str(concurrency), **env),
+        ready=log_contains(" ready."),
+    )
+
+
+def start_baseline_worker(ctx: Ctx, name: str, concurrency: int) -> Proc:
+    w = ctx.world
+    env = w.env(
+        w.baseline_queue,
+        BENCH_BROKER_URL=w.broker_url,
+        BENCH_QUEUE=w.baseline_queue,
+        BENCH_RESULT_BACKEND=w.result_backend_url,
+    )
+    return w.start(
+        name,
+        [
+            python(),
+            "-m",
+            "celery",
+            "-A",
+            "bench.baseline:app",
+            "worker",
+            "--pool=prefork",
+            f"--concurrency={concurrency}",
+            "-E",
+            "--loglevel=INFO",
+            f"--hostname={name}-{w.tag}@%h",
+        ],
+        env=env,
+        ready=log_contains(" ready."),
+    )
+
+
+def batch_of(db: Database, template_id: str, created_at: datetime) -> tuple[Any, ...]:
+    """The conditions that find one batch of cloned executions (same run, same created_at)."""
+    with db.transaction() as s:
+        run_id = s.scalar(select(BlockExecution.run_id).where(BlockExecution.id == template_id))
+    return (BlockExecution.run_id == run_id, BlockExecution.created_at == created_at)
+
+
+def executions_done(db: Database, *where: Any) -> tuple[int, int, float | None]:
+    """(ended, completed, last completed_at) of the executions matching ``where``."""
+    with db.transaction() as s:
+        n, ok, last = s.execute(
+            select(
+                func.count(),
+                func.count().filter(BlockExecution.state == "completed"),
+                func.max(BlockExecution.completed_at),
+            ).where(*where, BlockExecution.state.in_(TERMINAL))
+        ).one()
+    return int(n), int(ok), last.timestamp() if last else None
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Sides:
+    """Producers of both sides in this process, and their worker processes."""
+
+    def __init__(self, ctx: Ctx, chat_url: str) -> None:
+        self.ctx = ctx
+        w = ctx.world
+        self.chat_url = chat_url
+        self.settings = w.settings(w.engine_queue)
+        self.celery = create_celery(self.settings)
+        self.dispatcher = CeleryDispatcher(self.celery)
+        self.base: Celery = create_baseline(w.broker_url, w.baseline_queue, w.result_backend_url)
+        self.redis = w.redis_client()
+        self.db = ctx.engine.db
+        self.template = ctx.engine.create_execution(ctx.seed.noop_run, "f")
+
+    def close(self) -> None:
+        self.celery.close()
+        self.base.close()
+        self.redis.close()
+
+    # -- engine side ----------------------------------------------------------------------
+
+    def publish(self, model: Any, work: list[Work]) -> None:
+        """What the API does after its commit: publish, then mark the rows queued."""
+        from engine.runs import mark_queued
+
+        self.dispatcher.dispatch(work)
+        with self.db.transaction() as s:
+            mark_queued(s, model, [x.id for x in work])
+
+    def executions_done(self, ids: list[str]) -> tuple[int, int, float | None]:
+        return executions_done(self.db, BlockExecution.id.in_(ids))
+
+    def engine_batch(self, n: int) -> float:
+        """S1: n queued execution rows published at once; executions per second."""
+        now = utcnow()
+        ids = queued_executions(self.db, self.template, n, now)
+        batch = batch_of(self.db, self.template, now)
+        t0 = time.time()
+        self.dispatcher.dispatch([Work(kind=WorkKind.EXECUTION, id=i) for i in ids])
+        wait_for(
+            lambda: executions_done(self.db, *batch)[0] == n,
+            timeout=60 + n / 10,
+            interval=1.0,  # the count scans the batch: poll gently, the end time is exact
+            what=f"{n} engine executions",
+        )
+        _, ok, last = executions_done(self.db, *batch)
+        if ok != n or last is None:
+            raise BenchError(f"only {ok} of {n} engine executions completed")
+        return n / (last - t0)
+
+    def engine_chain(self) -> float:
+        """S2: one run of the chain workflow; milliseconds from submit to completed_at."""
+        ctx = self.ctx
+        t0 = time.time()
+        with self.db.transaction() as s:
+            started = start_run(
+                s, ctx.seed.org_id, workflow_id=ctx.seed.chain_workflow, inputs={"x": 1}
+            )
+            run_id = started.run.id
+        self.publish(Step, started.work)
+        return self._wait_run(run_id, t0)
+
+    def _wait_run(self, run_id: str, t0: float) -> float:
+        def done() -> Any:
+            with self.db.transaction() as s:
+                status, completed = s.execute(
+                    select(Run.status, Run.completed_at).where(Run.id == run_id)
+                ).one()
+            return (status, completed) if status in TERMINAL_RUN else None
+
+        status, completed = wait_for(done, timeout=120, interval=0.02, what=f"run {run_id}")
+        if status != "completed" or completed is None:
+            raise BenchError(f"run {run_id} ended {status}")
+        return float((completed.timestamp() - t0) * 1000)
+
+    def engine_consensus(self) -> float:
+        """S3: one execution of the extract block (n_consensus 5); ms to completed_at."""
+        ctx = self.ctx
+        t0 = time.time()
+        with self.db.transaction() as s:
+            ex, work = create_execution(
+                s, ctx.seed.org_id, run_id=ctx.seed.extract_run, block_id="ex"
+            )
+            ex_id = ex.id
+        self.publish(BlockExecution, work)
+        wait_for(
+            lambda: self.executions_done([ex_id])[0] == 1,
+            timeout=60,
+            interval=0.01,
+            what=f"execution {ex_id}",
+        )
+        _, ok, last = self.executions_done([ex_id])
+        if ok != 1 or last is None:
+            raise BenchError(f"consensus execution {ex_id} did not complete")
+        return (last - t0) * 1000
+
+    # -- baseline side ----------------------------------------------------------------------
+
+    def _stamp(self, key: str, timeout: float) -> float:
+        raw = wait_for(lambda: self.redis.get(key), timeout=timeout, interval=0.01, what=key)
+        return float(raw)
+
+    def baseline_batch(self, n: int) -> float:
+        key = f"s1:{uuid.uuid4().hex}"
+        t0 = time.time()
+        with self.base.producer_or_acquire() as producer:
+            for _ in range(n):
+                self.base.send_task(COUNT, args=[key, n], producer=producer, ignore_result=True)
+        end = self._stamp(f"{key}:done", timeout=60 + n / 10)
+        return n / (end - t0)
+
+    def baseline_chain(self) -> float:
+        key = f"s2:{uuid.uuid4().hex}"
+        links = [self.base.signature(NOOP, immutable=True) for _ in range(CHAIN_LENGTH - 1)]
+        links.append(self.base.signature(MARK, args=[key], immutable=True))
+        t0 = time.time()
+        chain(*links, app=self.base).apply_async()
+        return (self._stamp(key, timeout=120) - t0) * 1000
+
+    def baseline_chord(self) -> float:
+        key = f"s3:{uuid.uuid4().hex}"
+        url = self.chat_url.rstrip("/") + "/chat/completions"
+        header = [self.base.signature(PROVIDER, args=[url, i], immutable=True) for i in range(5)]
+        body = self.base.signature(MARK, args=[key], immutable=True)
+        t0 = time.time()
+        chord(header, app=self.base)(body)
+        return (self._stamp(key, timeout=60) - t0) * 1000
+
+
+@contextlib.contextmanager
+def sides(ctx: Ctx, concurrency: int) -> Iterator[Sides]:
+    with chat_server_process([EXTRACT_ANSWER], delay_ms=20) as chat_url:
+        engine_proc = start_engine_worker(
+            ctx,
+            "engine",
+            concurrency,
+            QUORUM_PROVIDER="openai",
+            QUORUM_PROVIDER_BASE_URL=chat_url,
+            QUORUM_PROVIDER_MODEL=EXTRACT_MODEL,
+        )
+        base_proc = start_baseline_worker(ctx, "baseline", concurrency)
+        s = Sides(ctx, chat_url)
+        try:
+            yield s
+        finally:
+            s.close()
+            ctx.world.stop(engine_proc)
+            ctx.world.stop(base_proc)
+
+
+def run_s1_s2_s3(ctx: Ctx, scenarios: set[str]) -> None:
+    sz = ctx.sizes
+    with sides(ctx, concurrency=2) as sd:
+        ctx.log("warm-up: both sides run a small batch, a chain and a consensus")
+        sd.engine_batch(100)
+        sd.baseline_batch(100)
+        if "S2" in scenarios:
+            sd.engine_chain()
+            sd.baseline_chain()
+        if "S3" in scenarios:
+            sd.engine_consensus()
+            sd.baseline_chord()
+        if "S1" in scenarios:
+            n = sz.s1_executions
+            a, b = interleave(
+                ctx, "S1", sz.pairs, lambda: sd.engine_batch(n), lambda: sd.baseline_batch(n)
+            )
+            ratio = pair_ratio(a, b, lambda e, x: e / x)
+            ctx.add(
+                Row(
+                    scenario="S1",
+                    what=f"{n:,} no-op executions, 2 procs (throughput)",
+                    unit="exec/s",
+                    engine=a,
+                    baseline=b,
+                    ratio=ratio,
+                    ratio_label="x",
+                    target="≥ 0.70x",
+                    met=ratio is not None and ratio >= 0.7,
+                    extra={"executions": n, "concurrency": 2},
+                )
+            )
+        if "S2" in scenarios:
+            a, b = interleave(ctx, "S2", sz.light_pairs, sd.engine_chain, sd.baseline_chain)
+            ratio = pair_ratio(a, b, lambda e, x: e / x)
+            ctx.add(
+                Row(
+                    scenario="S2",
+                    what=f"{CHAIN_LENGTH}-block chain (wall time)",
+                    unit="ms",
+                    engine=a,
+                    baseline=b,
+                    ratio=ratio,
+                    ratio_label="x",
+                    target="≤ 1.00x (stretch 0.5x)",
+                    met=ratio is not None and ratio <= 1.0,
+                    extra={"engine_steps": CHAIN_LENGTH + 2, "baseline_tasks": CHAIN_LENGTH},
+                )
+            )
+        if "S3" in scenarios:
+            a, b = interleave(ctx, "S3", sz.light_pairs, sd.engine_consensus, sd.baseline_chord)
+            ratio = pair_ratio(a, b, lambda e, x: e / x)
+            ctx.add(
+                Row(
+                    scenario="S3",
+                    what="extract n_consensus 5, 20 ms provider (wall time)",
+                    unit="ms",
+                    engine=a,
+                    baseline=b,
+                    ratio=ratio,
+                    ratio_label="x",
+                    target="≤ 1.30x",
+                    met=ratio is not None and ratio <= 1.3,
+                    notes=[
+                        "baseline: a real Celery chord (needs a result backend: Redis, "
+                        "baseline only); its 5 header tasks make the same HTTP call to the "
+                        "same 20 ms chat server"
+                    ],
+                )
+            )
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def run_s9(ctx: Ctx) -> None:
+    """One worker process; push ``s9_executions`` and sample the pool child's RSS. Stops at
+    the time budget if the machine is too slow to get through them all (said in the note)."""
+    n = ctx.sizes.s9_executions
+    budget = ctx.sizes.s9_budget_s
+    w = ctx.world
+    proc = start_engine_worker(ctx, "engine-s9", 1)
+    settings = w.settings(w.engine_queue)
+    celery = create_celery(settings)
+    dispatcher = CeleryDispatcher(celery)
+    db = ctx.engine.db
+    stop = threading.Event()
+    try:
+        children = wait_for(proc.child_pids, timeout=30, interval=0.2, what="the pool child")
+        child = children[0]
+        template = ctx.engine.create_execution(ctx.seed.noop_run, "f")
+        ctx.log(f"S9: inserting {n:,} queued executions")
+        now = utcnow()
+        ids = queued_executions(db, template, n, now)
+        batch = batch_of(db, template, now)
+        warm_at = min(max(1000, n // 10), n // 2)
+
+        def done_count() -> int:
+            return executions_done(db, *batch)[0]
+
+        errors: list[BaseException] = []
+
+        def publish() -> None:
+            try:
+                for i in range(0, n, 1000):
+                    if stop.is_set():
+                        return
+                    dispatcher.dispatch(
+                        [Work(kind=WorkKind.EXECUTION, id=x) for x in ids[i : i + 1000]]
+                    )
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        t0 = time.time()
+        publisher = threading.Thread(target=publish, daemon=True)
+        publisher.start()
+        samples: list[tuple[float, int, int]] = []
+        warm_rss: int | None = None
+        warm_done = 0
+        done = 0
+        while True:
+            done = done_count()
+            rss = rss_kb(child)
+            samples.append((round(time.time() - t0, 2), done, rss))
+            if warm_rss is None and done >= warm_at:
+                warm_rss, warm_done = rss, done
+            if done >= n or (time.time() - t0 > budget and warm_rss is not None):
+                break
+            if errors:
+                raise BenchError(f"S9 publishing failed: {errors[0]!r}")
+            if not proc.alive() or time.time() - t0 > budget * 3:
+                raise BenchError(f"S9: only {done} of {n} executions ended")
+            time.sleep(2.0)
+        elapsed = time.time() - t0
+        stop.set()
+        publisher.join(timeout=30)
+        if child not in proc.child_pids():
+            raise BenchError("S9: the pool child was replaced during the run")
+        end_rss = rss_kb(child)
+        assert warm_rss is not None
+        growth = (end_rss - warm_rss) / warm_rss * 100
+        cut = "" if done >= n else f" (time budget {budget:.0f} s reached: {done:,} of {n:,})"
+        ctx.add(
+            Row(
+                scenario="S9",
+                what=f"{done:,} executions, 1 proc (RSS growth after warm-up)",
+                unit="%",
+                engine=[growth],
+                ratio=None,
+                target="< +10 %",
+                met=growth < 10,
+                notes=[
+                    f"RSS {warm_rss / 1024:.1f} MiB after {warm_done:,} executions, "
+                    f"{end_rss / 1024:.1f} MiB after {done:,}; {done / elapsed:.0f} exec/s{cut}"
+                ],
+                extra={
+                    "pushed": n,
+                    "done": done,
+                    "warm_rss_kb": warm_rss,
+                    "end_rss_kb": end_rss,
+                    "warm_after": warm_done,
+                    "throughput_per_s": done / elapsed,
+                    "samples_t_done_rsskb": samples,
+                },
+            )
+        )
+    finally:
+        stop.set()
+        celery.close()
+        w.stop(proc)
+        with contextlib.suppress(Exception):
+            purge_queue(w.broker_url, w.engine_queue)
+
+
+def purge_queue(broker_url: str, queue: str) -> None:
+    from bench.inproc import purge
+
+    app = Celery("bench-purge", broker=broker_url, set_as_current=False)
+    try:
+        purge(app, queue)
+    finally:
+        app.close()
