@@ -336,9 +336,9 @@ def run_s1_s2_s3(ctx: Ctx, scenarios: set[str]) -> None:
                     target="≤ 1.30x",
                     met=ratio is not None and ratio <= 1.3,
                     notes=[
-                        "baseline: a real Celery chord (needs a result backend: Redis, "
-                        "baseline only); its 5 header tasks make the same HTTP call to the "
-                        "same 20 ms chat server"
+                        "baseline: a real Celery chord, which needs a result backend (Redis, "
+                        "baseline only; the engine joins with a counter on the row); its 5 "
+                        "header tasks make the same HTTP call to the same 20 ms chat server"
                     ],
                 )
             )

@@ -20,7 +20,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from engine.db.models import Run, Step, Turn
-from engine.events import record_step_rows
+from engine.events import record_step_rows, record_steps
 from engine.execute import unwrap, wrap
 from engine.graph import Block, Edge, Graph
 from engine.ids import new_id
@@ -365,6 +365,7 @@ class Scheduler:
         )
         if moved:
             self.run.steps_done += 1
+            record_steps(self.session, self.run.id, [fe_step.id])
             self.step_resolved(
                 Resolved(
                     id=fe_step.id,

@@ -177,12 +177,8 @@ def org(fleet: Fleet) -> Iterator[Server]:
     api.close()
 
 
-def check_order(messages: list[Message], *, unfinished_types: frozenset[str] = frozenset()) -> None:
-    """Seqs increase, each step's states only move forward and end terminal, progress grows.
-
-    ``unfinished_types``: block types whose final move is not recorded as an event (today the
-    for_each parent, completed by engine/scheduler.py without a ``steps`` event).
-    """
+def check_order(messages: list[Message]) -> None:
+    """Seqs increase, each step's states only move forward and end terminal, progress grows."""
     seqs = [m.seq for m in messages]
     assert seqs == sorted(set(seqs)), seqs
     assert {m.kind for m in messages} <= {"run", "steps"}
@@ -202,7 +198,7 @@ def check_order(messages: list[Message], *, unfinished_types: frozenset[str] = f
             done = progress["steps_done"]
     assert states
     unfinished = {i: types[i] for i, rank in states.items() if rank != 3}
-    assert set(unfinished.values()) <= unfinished_types, unfinished
+    assert unfinished == {}, unfinished
 
 
 def test_events_arrive_in_order_and_end_with_the_run(server: Server) -> None:
@@ -290,7 +286,7 @@ def test_events_have_no_gap_under_concurrent_steps(org: Server) -> None:
         assert live.messages[-1].data["status"] == "completed", live.messages[-1]
         replay = read_stream(org.base_url, key, run["id"])
         assert live.messages == replay.messages
-        check_order(live.messages, unfinished_types=frozenset({"for_each"}))
+        check_order(live.messages)
 
 
 def test_another_organizations_run_is_not_found(api: Api, fleet: Fleet) -> None:
