@@ -111,28 +111,14 @@ def run(
     latency_stats: dict[str, Any],
 ) -> dict[str, Any]:
     return {
-        "id": r.id,
-        "workflow_id": r.workflow_id,
-        "version": r.version if r.version is not None else "draft",
-        "version_name": r.version_name,
-        "status": r.status,
-        "termination_reason": r.termination_reason,
+        **run_summary(r),
         "error": r.error,
         "io_pairs": [io_pair(t) for t in turns],
-        "initiator": r.initiator,
         "comments": [comment(c) for c in comments],
         "token_usage": token_usage,
         "latency_stats": latency_stats,
         "config": r.config,
-        "metadata": r.metadata_ or {},
-        "original_run_id": r.original_run_id,
-        "parent_turn_index": r.parent_turn_index,
-        "is_evaluation": r.is_evaluation,
         "evaluation": r.evaluation,
-        "progress": {"steps_total": r.steps_total, "steps_done": r.steps_done},
-        "created_at": rfc3339(r.created_at),
-        "updated_at": rfc3339(r.updated_at),
-        "completed_at": rfc3339(r.completed_at),
     }
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from engine.blocks import MODEL_TYPES, n_consensus_of
-from engine.claims import HolderCheck, claim, finish
+from engine.claims import Claim, HolderCheck, claim, finish
 from engine.clock import as_utc, utcnow
 from engine.db.models import BlockExecution, ConsensusAttempt, ModelCall, Run, Step
 from engine.db.session import Database, lock_row
@@ -146,6 +146,17 @@ class Orchestrator:
     def _holder_check(self, holder: str) -> bool | None:
         return False if self._retried else self.holder_alive(holder)
 
+    def _claim(self, s: Session, model: Any, row_id: str, now: Any) -> Claim | None:
+        return claim(
+            s,
+            model,
+            row_id,
+            worker=self.worker,
+            holder_alive=self._holder_check,
+            lease=timedelta(seconds=self.settings.lease_s),
+            now=now,
+        )
+
     def _guarded(
         self, kind: WorkKind, row_id: str, fn: Any, retried: bool, *, keep_one: bool = False
     ) -> str | None:
@@ -196,15 +207,7 @@ class Orchestrator:
     def _claim_step(self, step_id: str) -> Job | None:
         now = utcnow()
         with self.db.transaction() as s:
-            c = claim(
-                s,
-                Step,
-                step_id,
-                worker=self.worker,
-                holder_alive=self._holder_check,
-                lease=timedelta(seconds=self.settings.lease_s),
-                now=now,
-            )
+            c = self._claim(s, Step, step_id, now)
             if c is None:
                 return None
             step = s.get(Step, step_id, populate_existing=True)
@@ -496,15 +499,7 @@ class Orchestrator:
     def _run_attempt(self, attempt_id: str) -> None:
         now = utcnow()
         with self.db.transaction() as s:
-            c = claim(
-                s,
-                ConsensusAttempt,
-                attempt_id,
-                worker=self.worker,
-                holder_alive=self._holder_check,
-                lease=timedelta(seconds=self.settings.lease_s),
-                now=now,
-            )
+            c = self._claim(s, ConsensusAttempt, attempt_id, now)
             if c is None:
                 return
             att = s.get(ConsensusAttempt, attempt_id, populate_existing=True)
@@ -633,15 +628,7 @@ class Orchestrator:
     def _run_execution(self, execution_id: str) -> None:
         now = utcnow()
         with self.db.transaction() as s:
-            c = claim(
-                s,
-                BlockExecution,
-                execution_id,
-                worker=self.worker,
-                holder_alive=self._holder_check,
-                lease=timedelta(seconds=self.settings.lease_s),
-                now=now,
-            )
+            c = self._claim(s, BlockExecution, execution_id, now)
             if c is None:
                 return
             ex = s.get(BlockExecution, execution_id, populate_existing=True)
