@@ -51,7 +51,7 @@ class Sizes:
             s6_small=100,
             s7_steps=1000,
             s9_executions=20_000,
-            s9_budget_s=240.0,
+            s9_budget_s=330.0,
         )
 
 

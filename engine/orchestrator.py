@@ -56,6 +56,15 @@ log = logging.getLogger("quorum.orchestrator")
 INLINE_WATCHDOG_S = 10.0
 
 
+class RetryRow(Exception):
+    """The database went away while a step ran in-process: retry that row, not the message's."""
+
+    def __init__(self, *, kind: WorkKind, row_id: str) -> None:
+        super().__init__(f"retry {kind} {row_id}")
+        self.kind = kind
+        self.row_id = row_id
+
+
 class InjectedFault(RuntimeError):
     """Raised at a test-only fault point (``QUORUM_FAULT_POINTS``)."""
 
@@ -126,13 +135,21 @@ class Orchestrator:
         for _ in range(max(1, self.settings.inline_successors + 1)):
             if next_id is None:
                 return
-            next_id = self._guarded(
-                WorkKind.STEP,
-                next_id,
-                self._run_step,
-                retried,
-                keep_one=self.settings.inline_successors > 0,
-            )
+            current = next_id
+            try:
+                next_id = self._guarded(
+                    WorkKind.STEP,
+                    current,
+                    self._run_step,
+                    retried,
+                    keep_one=self.settings.inline_successors > 0,
+                )
+            except DBAPIError as exc:
+                if current != step_id:
+                    # The retry must be about the row this process left running, not the
+                    # message's own row, which is already settled.
+                    raise RetryRow(kind=WorkKind.STEP, row_id=current) from exc
+                raise
             retried = False
         if next_id is not None:
             self._publish([Work(kind=WorkKind.STEP, id=next_id)])

@@ -35,7 +35,6 @@ class Settings:
     max_json_depth: int = 32
     max_blocks_per_graph: int = 200
     max_for_each_items: int = 10_000
-    page_size_max: int = 200
     # Requests per minute per API key (a fixed one-minute window); 0 turns limiting off.
     # Counted in Redis when ``redis_url`` is set, else in each API process's memory.
     rate_limit_per_minute: int = 1200

@@ -109,8 +109,14 @@ def run_chaos(config: ChaosConfig, workdir: Path) -> Figures:
     redis_server = RedisServer()
     try:
         upgrade(db_url)
+        # One key submits everything: the per-key rate limit is not under test here.
         env = fleet_env(
-            db_url, redis_server.url, workdir, QUORUM_OUTBOX_AFTER_S="2", QUORUM_LEASE_S="30"
+            db_url,
+            redis_server.url,
+            workdir,
+            QUORUM_OUTBOX_AFTER_S="2",
+            QUORUM_LEASE_S="30",
+            QUORUM_RATE_LIMIT_PER_MINUTE="0",
         )
         with running_fleet(env, workers=2) as fleet:
             fleet.start_beat()

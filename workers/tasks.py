@@ -7,6 +7,7 @@ import logging
 from celery import Celery, Task
 from sqlalchemy.exc import DBAPIError
 
+from engine.orchestrator import RetryRow
 from engine.outbox import sweep
 from workers.celery_app import (
     TASK_ATTEMPT,
@@ -38,7 +39,12 @@ def _retried(task: Task) -> bool:
 def register(app: Celery) -> None:
     @app.task(name=TASK_STEP, bind=True, **RETRY)
     def execute_step(self: Task, step_id: str) -> None:
-        runtime_for(app).orchestrator.run_step(step_id, retried=_retried(self))
+        try:
+            runtime_for(app).orchestrator.run_step(step_id, retried=_retried(self))
+        except RetryRow as exc:
+            # A successor run in-process failed on the database: retry it, by its own id.
+            delay = min(30, 2**self.request.retries)
+            raise self.retry(args=[exc.row_id], exc=exc.__cause__ or exc, countdown=delay) from exc
 
     @app.task(name=TASK_EXECUTION, bind=True, **RETRY)
     def execute_block(self: Task, execution_id: str) -> None:
