@@ -38,7 +38,10 @@ access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(L)s "%(a)s"'
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    # Nothing to reset: the app factory creates its database engine (and pool) lazily,
-    # on first use in each worker process, so no connection is ever shared across a fork.
-    # If that ever changes (e.g. ``preload_app = True``), dispose the engine here.
-    pass
+    # The app is loaded in each worker after the fork (no ``preload_app``), so its engine
+    # and pool are the worker's own; if that ever changes, dispose the engine here.
+    # Application logs become structured (JSON lines unless QUORUM_LOG_JSON=false).
+    from engine.settings import Settings
+    from quorum.logs import configure_logging
+
+    configure_logging(Settings.from_env())
