@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from engine.db.migrate import upgrade
 from engine.db.models import BlockExecution, Run, Step
@@ -172,11 +173,17 @@ def _drive(
         else:
             body = {"workflow_id": chain["id"], "inputs": {"x": i}}
             run_ids.append(_submit(api, "/v1/workflows/runs", body))
-    engine = create_engine(fleet.env["QUORUM_DATABASE_URL"])
+    # The harness's own connections are terminated with the workers' ones: pre-ping, and
+    # retry a poll that was cut.
+    engine = create_engine(fleet.env["QUORUM_DATABASE_URL"], pool_pre_ping=True)
     deadline = time.monotonic() + config.timeout_s
     try:
         while True:
-            open_execs, open_runs = _open_counts(engine, execution_ids, run_ids)
+            try:
+                open_execs, open_runs = _open_counts(engine, execution_ids, run_ids)
+            except OperationalError:
+                time.sleep(0.2)
+                continue
             if (open_execs == 0 and open_runs == 0) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
