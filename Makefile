@@ -7,6 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+ARGS ?=
 
 .PHONY: help install run demo test lint fmt bench chaos up down clean
 
@@ -42,7 +43,7 @@ fmt: install ## Format and auto-fix with ruff
 	$(BIN)/ruff check --fix
 
 bench: install ## Run the benchmarks
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(ARGS)
 
 chaos: install ## Run the chaos tests
 	$(BIN)/python -m tests.chaos
