@@ -266,22 +266,8 @@ class Orchestrator:
                 record_run(s, run)
             record_step_rows(s, run.id, [step])
             self._touched.add(run.id)
-            graph = self._graph(run)
-            block = graph.by_id[step.block_id]
-            return Job(
-                kind=WorkKind.STEP,
-                id=step.id,
-                attempt=c.attempt,
-                organization_id=run.organization_id,
-                run_id=run.id,
-                block=block,
-                inputs=unwrap(step.inputs),
-                raw_inputs=dict(step.inputs or {}),
-                scope=step.scope,
-                turn=step.turn_index,
-                visit=step.visit,
-                n_consensus=n_consensus_of(block.config),
-            )
+            block = self._graph(run).by_id[step.block_id]
+            return _step_job(step, run, block, n_consensus=n_consensus_of(block.config))
 
     def _execute(self, job: Job) -> Result:
         block = job.block
@@ -548,20 +534,7 @@ class Orchestrator:
             run = s.get(Run, step.run_id)
             assert run is not None
             block = self._graph(run).by_id[step.block_id]
-            return Job(
-                kind=WorkKind.STEP,
-                id=step.id,
-                attempt=step.attempt,
-                organization_id=run.organization_id,
-                run_id=run.id,
-                block=block,
-                inputs=unwrap(step.inputs),
-                raw_inputs=dict(step.inputs or {}),
-                scope=step.scope,
-                turn=step.turn_index,
-                visit=step.visit,
-                n_consensus=step.n_consensus,
-            )
+            return _step_job(step, run, block, n_consensus=step.n_consensus)
         ex = s.get(BlockExecution, att.owner_id)
         if ex is None or ex.state != StepState.RUNNING or ex.attempt != att.owner_attempt:
             return None
@@ -878,6 +851,24 @@ def _run_of(s: Session, kind: WorkKind, row_id: str) -> str | None:
         step = s.get(Step, att.owner_id)
         return step.run_id if step else None
     return None
+
+
+def _step_job(step: Step, run: Run, block: Block, *, n_consensus: int) -> Job:
+    # step.attempt is the current claim's number: the claim has already been committed.
+    return Job(
+        kind=WorkKind.STEP,
+        id=step.id,
+        attempt=step.attempt,
+        organization_id=run.organization_id,
+        run_id=run.id,
+        block=block,
+        inputs=unwrap(step.inputs),
+        raw_inputs=dict(step.inputs or {}),
+        scope=step.scope,
+        turn=step.turn_index,
+        visit=step.visit,
+        n_consensus=n_consensus,
+    )
 
 
 def _execution_job(ex: BlockExecution) -> Job:
