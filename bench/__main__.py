@@ -13,6 +13,7 @@ scenario ran, whether or not its target was met; 1 when one broke.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 import traceback
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     from celery.exceptions import DuplicateTaskNameWarning
 
     warnings.filterwarnings("ignore", category=DuplicateTaskNameWarning)
+    # SIGTERM unwinds like Ctrl-C, so every process, the database and Redis are cleaned up.
+    signal.signal(signal.SIGTERM, _terminate)
     sizes = Sizes.make(pairs=args.pairs, quick=args.quick)
     started_at = datetime.now(UTC)
     t0 = time.monotonic()
@@ -93,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted; everything it started was stopped", file=sys.stderr)
+        return 130
     elapsed = time.monotonic() - t0
     order = {s: i for i, s in enumerate(ALL)}
     rows.sort(key=lambda r: order.get(r.scenario, 99))
@@ -125,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     return 1 if failures else 0
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run_all(ctx: Ctx, chosen: set[str]) -> list[str]:
