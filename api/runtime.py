@@ -46,6 +46,15 @@ class ApiRuntime:
             mark_queued(s, model, [w.id for w in work])
         return True
 
+    def revoke(self, work: Sequence[Work]) -> None:
+        """Best effort: a revoked row's late, fenced completion is discarded anyway."""
+        if not work:
+            return
+        try:
+            self.dispatcher.revoke(work)
+        except Exception:
+            log.warning("revoke failed", exc_info=True)
+
     def close(self) -> None:
         self.db.close()
         if self.limiter is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from flask import Blueprint
@@ -112,8 +111,5 @@ def cancel_execution(execution_id: str) -> Any:
     with rt.db.transaction() as s:
         ex, revoke = svc.cancel_execution(s, current().organization_id, execution_id)
         out = views.execution(ex)
-    if revoke:
-        # Best effort: a running execution's fenced completion is discarded anyway.
-        with contextlib.suppress(Exception):
-            rt.dispatcher.revoke(revoke)
+    rt.revoke(revoke)
     return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from flask import Blueprint
@@ -171,10 +170,7 @@ def cancel_run(run_id: str) -> Any:
     revoke: list[Work]
     with rt.db.transaction() as s:
         _, revoke = svc.cancel_run(s, current().organization_id, run_id)
-    if revoke:
-        # Best effort: the revoked steps' fenced completions are discarded anyway.
-        with contextlib.suppress(Exception):
-            rt.dispatcher.revoke(revoke)
+    rt.revoke(revoke)
     runtime().events.notify([run_id])
     return _read(run_id)
 
