@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from engine.clock import as_utc, utcnow
-from engine.lifecycle import STEP, StepState, transition
+from engine.lifecycle import STEP, StepState, transition, transition_returning
 
 log = logging.getLogger("quorum.claims")
 
@@ -33,6 +33,8 @@ class Claim:
     attempt: int
     worker: str
     taken_over: bool
+    # The row as claimed (state running, this attempt), read by the claim itself.
+    row: Any = None
 
 
 def claim(
@@ -47,6 +49,20 @@ def claim(
 ) -> Claim | None:
     """Move a row to ``running`` for this worker, or return None if the message is stale."""
     now = now or utcnow()
+    # The common case, a queued row, in one statement: the compare-and-set returns the row.
+    claimed = transition_returning(
+        session,
+        STEP,
+        model,
+        row_id,
+        StepState.RUNNING,
+        expect=[StepState.QUEUED],
+        values={"attempt": model.attempt + 1, "worker": worker, "started_at": now},
+    )
+    if claimed is not None:
+        return Claim(
+            row_id=row_id, attempt=claimed.attempt, worker=worker, taken_over=False, row=claimed
+        )
     row = session.get(model, row_id, populate_existing=True)
     if row is None:
         return None
@@ -106,7 +122,7 @@ def claim(
     )
     if not moved:
         return None
-    return Claim(row_id=row_id, attempt=attempt, worker=worker, taken_over=taken_over)
+    return Claim(row_id=row_id, attempt=attempt, worker=worker, taken_over=taken_over, row=row)
 
 
 def finish(

@@ -7,14 +7,15 @@ events after its last sequence number from the database, and a notification thro
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import insert, select
+from sqlalchemy import String, bindparam, event, func, insert, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from engine.clock import rfc3339, utcnow
-from engine.db.models import Run, RunEvent, Step
+from engine.db.models import Id, Json, Run, RunEvent, Step, Time
 
 
 class EventBus(Protocol):
@@ -39,13 +40,14 @@ class PollingBus:
         time.sleep(min(timeout_s, 0.5))
 
 
-def run_event(run: Run) -> dict[str, Any]:
+def run_event(row: Run | Mapping[str, Any]) -> dict[str, Any]:
+    get = row.get if isinstance(row, Mapping) else lambda k: getattr(row, k)
     return {
-        "run_id": run.id,
-        "status": str(run.status),
-        "termination_reason": run.termination_reason,
-        "current_turn": run.current_turn,
-        "progress": {"steps_total": run.steps_total, "steps_done": run.steps_done},
+        "run_id": get("id"),
+        "status": str(get("status")),
+        "termination_reason": get("termination_reason"),
+        "current_turn": get("current_turn"),
+        "progress": {"steps_total": get("steps_total"), "steps_done": get("steps_done")},
     }
 
 
@@ -90,24 +92,117 @@ def record_many(s: Session, events: Sequence[tuple[str, str, Mapping[str, Any]]]
 def record_step_rows(s: Session, run_id: str, rows: Sequence[Step | Mapping[str, Any]]) -> None:
     """One ``steps`` event listing the steps' new states (a fan-out is one event)."""
     if rows:
-        record(s, run_id, "steps", {"steps": [step_event(r) for r in rows]})
+        _pending(s).append((run_id, "steps", {"steps": [step_event(r) for r in rows]}))
 
 
 def record_steps(s: Session, run_id: str, step_ids: Sequence[str]) -> None:
-    """A ``steps`` event for these steps, read back as they stand in this transaction."""
-    if not step_ids:
-        return
-    s.flush()
-    rows = s.scalars(
-        select(Step).where(Step.id.in_(list(step_ids))).execution_options(populate_existing=True)
-    ).all()
-    record_step_rows(s, run_id, rows)
+    """A ``steps`` event for these steps, as they stand when the transaction commits."""
+    if step_ids:
+        _pending(s).append((run_id, "steps", list(step_ids)))
 
 
 def record_run(s: Session, run: Run) -> None:
+    """A ``run`` event with the run's status and progress as they stand at commit."""
+    _pending(s).append((run.id, "run", None))
+
+
+# Events recorded in a transaction are written in one statement just before it commits
+# (``install``), describing the rows in their final state; a run changed several times in
+# one transaction gets one ``run`` event, since nobody could see the states in between.
+_KEY = "quorum.pending_events"
+Pending = tuple[str, str, Any]
+
+
+def _pending(s: Session) -> list[Pending]:
+    return s.info.setdefault(_KEY, [])
+
+
+def install(factory: Any) -> None:
+    """Write pending events before every commit of sessions made by ``factory``."""
+    event.listen(factory, "before_commit", flush_events)
+    event.listen(factory, "after_rollback", _discard)
+
+
+def _discard(s: Session) -> None:
+    s.info.pop(_KEY, None)
+
+
+def flush_events(s: Session) -> None:
+    pending = s.info.pop(_KEY, None)
+    if not pending:
+        return
     s.flush()
-    s.refresh(run)
-    record(s, run.id, "run", run_event(run))
+    now = utcnow()
+    params: dict[str, Any] = {"at": rfc3339(now), "now": now}
+    last_run_event = {r: i for i, (r, kind, _) in enumerate(pending) if kind == "run"}
+    shape: list[str] = []
+    for i, (run_id, kind, data) in enumerate(pending):
+        if kind == "run" and last_run_event[run_id] != i:
+            continue
+        n = len(shape)
+        params[f"run{n}"] = run_id
+        if kind == "run":
+            shape.append("run")
+        elif isinstance(data, list):
+            shape.append("ids")
+            params[f"ids{n}"] = data
+        else:
+            shape.append(f"data:{kind}")
+            params[f"data{n}"] = {**data, "at": params["at"]}
+    # One statement for the whole transaction: the database reads the rows it describes
+    # in their final state, and the statement (one per shape) is built and compiled once.
+    s.execute(_insert_events(s.get_bind().dialect.name, tuple(shape)), params)
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_events(dialect: str, shape: tuple[str, ...]) -> Any:
+    parts: list[Any] = [_event_select(dialect, n, kind) for n, kind in enumerate(shape)]
+    query: Any = parts[0]
+    if len(parts) > 1:
+        query = union_all(*parts)
+    # The table, not the entity: with parameters, an ORM insert would be a bulk insert.
+    table: Any = RunEvent.__table__
+    return insert(table).from_select(["run_id", "kind", "data", "created_at"], query)
+
+
+def _event_select(dialect: str, n: int, kind: str) -> Any:
+    pg = dialect == "postgresql"
+    obj = func.jsonb_build_object if pg else func.json_object
+    at = bindparam("at", type_=String)
+    run_id = bindparam(f"run{n}", type_=Id)
+    now = bindparam("now", type_=Time)
+    if kind == "run":
+        progress = obj("steps_total", Run.steps_total, "steps_done", Run.steps_done)
+        data = obj(
+            *("run_id", Run.id, "status", Run.status),
+            *("termination_reason", Run.termination_reason, "current_turn", Run.current_turn),
+            *("progress", progress, "at", at),
+        )
+        return select(Run.id, literal("run"), data, now).where(Run.id == run_id)
+    if kind == "ids":
+        step = obj(*(x for c in _STEP_COLUMNS for x in (c, getattr(Step, c))))
+        steps = func.jsonb_agg(step) if pg else func.json_group_array(step)
+        return (
+            select(run_id, literal("steps"), obj("steps", steps, "at", at), now)
+            .where(Step.id.in_(bindparam(f"ids{n}", expanding=True)))
+            .having(func.count() > 0)
+        )
+    data_kind = kind.removeprefix("data:")
+    return select(run_id, literal(data_kind), bindparam(f"data{n}", type_=Json), now)
+
+
+_STEP_COLUMNS = (
+    "id",
+    "run_id",
+    "step_id",
+    "block_id",
+    "block_type",
+    "turn_index",
+    "state",
+    "attempt",
+    "reason",
+    "error_type",
+)
 
 
 def since(s: Session, run_id: str, after: int, *, limit: int = 500) -> list[RunEvent]:

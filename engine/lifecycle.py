@@ -124,6 +124,46 @@ def transition(
     fencing conditions such as the claim's attempt number. Returns how many rows moved:
     0 means the row had already moved on and the caller's message is stale.
     """
+    stmt = _move(machine, model, ids, target, expect=expect, where=where, values=values)
+    if stmt is None:
+        return 0
+    result = session.execute(stmt)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def transition_returning(
+    session: Session,
+    machine: Machine,
+    model: Any,
+    row_id: str,
+    target: str,
+    *,
+    expect: Iterable[str] | None = None,
+    where: Iterable[Any] = (),
+    values: Mapping[str, Any] | None = None,
+) -> Any | None:
+    """:func:`transition` of one row that returns the moved row (``None`` if it did not move).
+
+    The hot path of a claim: the compare-and-set and the read of the row in one statement.
+    """
+    stmt = _move(machine, model, row_id, target, expect=expect, where=where, values=values)
+    assert stmt is not None
+    stmt = stmt.returning(model).execution_options(
+        synchronize_session=False, populate_existing=True
+    )
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def _move(
+    machine: Machine,
+    model: Any,
+    ids: str | Iterable[str],
+    target: str,
+    *,
+    expect: Iterable[str] | None,
+    where: Iterable[Any],
+    values: Mapping[str, Any] | None,
+) -> Any | None:
     sources = machine.sources_of(target)
     if expect is not None:
         wanted = frozenset(expect)
@@ -137,16 +177,17 @@ def transition(
         raise IllegalTransition(f"{machine.name}: nothing may move to {target}")
     id_list = [ids] if isinstance(ids, str) else list(ids)
     if not id_list:
-        return 0
+        return None
     column = getattr(model, machine.column)
     stmt = (
         update(model)
         .where(model.id.in_(id_list) if len(id_list) > 1 else model.id == id_list[0])
         .where(column.in_(sorted(sources)))
         .values({machine.column: target, **(values or {})})
-        .execution_options(synchronize_session=False)
+        # Loaded rows take the new values too (evaluated in Python, no extra statement), so
+        # a caller holding the object reads what it just wrote without a refresh.
+        .execution_options(synchronize_session="evaluate")
     )
     for condition in where:
         stmt = stmt.where(condition)
-    result = session.execute(stmt)
-    return int(getattr(result, "rowcount", 0) or 0)
+    return stmt

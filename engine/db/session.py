@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,9 @@ class Database:
         self.url = settings.effective_database_url
         self.engine = make_engine(self.url, pool_size=pool_size)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        from engine.events import install
+
+        install(self.sessions)
 
     @property
     def is_sqlite(self) -> bool:
@@ -72,6 +75,24 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         with self.sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Session]:
+        """A session on one connection for a short sequence of single-statement writes.
+
+        On PostgreSQL every statement commits by itself: no BEGIN and COMMIT round trips.
+        Nothing is lost by that for a sequence whose writes are each one statement: under
+        READ COMMITTED (the default) every statement of a transaction reads its own
+        snapshot anyway. The caller still calls ``commit()`` wherever its writes must be
+        durable (a no-op here), because on SQLite (the embedded default) the session is
+        transactional as everywhere else and that is where it commits. What is not
+        committed when the block ends is rolled back.
+        """
+        with self.engine.connect() as conn:
+            if not self.is_sqlite:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+            with Session(bind=conn, expire_on_commit=False, autoflush=False) as session:
+                yield session
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -85,13 +106,13 @@ class Database:
         self.engine.dispose()
 
 
-def lock_row(session: Session, model: Any, row_id: str) -> Any:
+def lock_row(session: Session, model: Any, row_id: str, *, options: Sequence[Any] = ()) -> Any:
     """Read a row under a write lock held to the end of the transaction.
 
     PostgreSQL takes a row lock; on SQLite the transaction already holds the database's
     write lock (BEGIN IMMEDIATE), which is stronger.
     """
-    stmt = select(model).where(model.id == row_id)
+    stmt = select(model).where(model.id == row_id).options(*options)
     if session.get_bind().dialect.name != "sqlite":
         stmt = stmt.with_for_update()
     return session.execute(stmt).scalar_one_or_none()
