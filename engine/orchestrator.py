@@ -14,19 +14,19 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from engine.blocks import MODEL_TYPES, n_consensus_of
 from engine.claims import Claim, HolderCheck, claim, finish
 from engine.clock import as_utc, utcnow
 from engine.db.models import BlockExecution, ConsensusAttempt, ModelCall, Run, Step
 from engine.db.session import Database, lock_row
-from engine.events import EventBus, PollingBus, record_run, record_step_rows, record_steps
+from engine.events import EventBus, PollingBus, record_run, record_steps
 from engine.execute import (
     BlockFailed,
     Outcome,
@@ -103,6 +103,8 @@ class Job:
     turn: int = 0
     visit: int = 1
     n_consensus: int = 1
+    # When the claim started it (for the duration), None if unknown.
+    started_at: datetime | None = None
 
 
 @dataclass(kw_only=True)
@@ -114,12 +116,16 @@ class Orchestrator:
     worker: str
     holder_alive: HolderCheck
     _graphs: OrderedDict[str, Graph] = field(default_factory=OrderedDict)
+    _max_visits: dict[str, int] = field(default_factory=dict)
     # Work created inside a transaction that has no scheduler (block executions),
     # published once that transaction has committed.
     _pending_publish: list[Work] = field(default_factory=list)
     _pending_revoke: list[Work] = field(default_factory=list)
     _retried: bool = False
     _touched: set[str] = field(default_factory=set)
+    # run_step: may the settle claim a successor to run in-process (and which it claimed).
+    _keep_next: bool = False
+    _next: Job | None = None
     events: EventBus = field(default_factory=PollingBus)
 
     # -- entry points (one per message kind) ---------------------------------------
@@ -129,30 +135,25 @@ class Orchestrator:
     # is taken over even though the process that claimed it is still alive.
 
     def run_step(self, step_id: str, *, retried: bool = False) -> None:
-        # A step that makes another step ready runs it right here, in this process, instead
-        # of waiting for a broker round trip (the rest of a fan-out is published as usual).
-        next_id: str | None = step_id
-        for _ in range(max(1, self.settings.inline_successors + 1)):
-            if next_id is None:
-                return
-            current = next_id
+        # A step that makes another step ready claims it in the same transaction that
+        # settles it, and runs it right here, in this process, instead of waiting for a
+        # broker round trip (the rest of a fan-out is published as usual).
+        budget = max(0, self.settings.inline_successors)
+        self._keep_next = budget > 0
+        kept = self._guarded(WorkKind.STEP, step_id, self._run_step, retried)
+        while kept is not None:
+            budget -= 1
+            self._keep_next = budget > 0
+            job = kept
             try:
-                next_id = self._guarded(
-                    WorkKind.STEP,
-                    current,
-                    self._run_step,
-                    retried,
-                    keep_one=self.settings.inline_successors > 0,
+                kept = self._guarded(
+                    WorkKind.STEP, job.id, lambda _id, job=job: self._run_claimed(job), False
                 )
             except DBAPIError as exc:
-                if current != step_id:
-                    # The retry must be about the row this process left running, not the
-                    # message's own row, which is already settled.
-                    raise RetryRow(kind=WorkKind.STEP, row_id=current) from exc
-                raise
-            retried = False
-        if next_id is not None:
-            self._publish([Work(kind=WorkKind.STEP, id=next_id)])
+                # The retry must be about the row this process left running, not the
+                # message's own row, which is already settled.
+                raise RetryRow(kind=WorkKind.STEP, row_id=job.id) from exc
+        self._keep_next = False
 
     def run_attempt(self, attempt_id: str, *, retried: bool = False) -> None:
         self._guarded(WorkKind.ATTEMPT, attempt_id, self._run_attempt, retried)
@@ -174,33 +175,19 @@ class Orchestrator:
             now=now,
         )
 
-    def _guarded(
-        self, kind: WorkKind, row_id: str, fn: Any, retried: bool, *, keep_one: bool = False
-    ) -> str | None:
-        """Handle one message; with ``keep_one``, return a ready step to run next in-process."""
+    def _guarded(self, kind: WorkKind, row_id: str, fn: Any, retried: bool) -> Job | None:
+        """Handle one message; return the successor step it claimed to run next, if any."""
         # One message at a time per process (prefork pool): the pending lists are ours.
         self._pending_publish, self._pending_revoke = [], []
         self._retried = retried
         self._touched = set()
-        kept: str | None = None
+        self._next = None
         try:
             fn(row_id)
-            work = self._pending_publish
-            if keep_one:
-                ready = next((w for w in work if w.kind == WorkKind.STEP and not w.delay_s), None)
-                if ready is not None:
-                    kept = ready.id
-                    # A watchdog message, due later: if this process dies while running
-                    # the step, it is delivered to another worker, which finds the holder
-                    # gone and takes the row over; otherwise it finds the step done.
-                    work = [
-                        Work(kind=w.kind, id=w.id, delay_s=INLINE_WATCHDOG_S) if w is ready else w
-                        for w in work
-                    ]
-            self._publish(work)
+            self._publish(self._pending_publish)
             self._revoke(self._pending_revoke)
             self._notify()
-            return kept
+            return self._next
         except DBAPIError:
             raise  # the database is away: let the task adapter retry; nothing was settled
         except Exception as exc:  # the finally safety net: never leave a run "running"
@@ -212,8 +199,10 @@ class Orchestrator:
 
     def _run_step(self, step_id: str) -> None:
         job = self._claim_step(step_id)
-        if job is None:
-            return
+        if job is not None:
+            self._run_claimed(job)
+
+    def _run_claimed(self, job: Job) -> None:
         if self.settings.has_fault("orchestrator.after_claim") or self.settings.has_fault(
             f"orchestrator.after_claim:{job.block.id}"
         ):
@@ -227,9 +216,9 @@ class Orchestrator:
             c = self._claim(s, Step, step_id, now)
             if c is None:
                 return None
-            step = s.get(Step, step_id, populate_existing=True)
-            run = s.get(Run, step.run_id) if step else None
-            if step is None or run is None:
+            step: Step = c.row
+            run = s.get(Run, step.run_id, options=_LIGHT_RUN)
+            if run is None:
                 return None
             if RUN.is_terminal(run.status):
                 if finish(
@@ -264,10 +253,13 @@ class Orchestrator:
                 values={"updated_at": now},
             ):
                 record_run(s, run)
-            record_step_rows(s, run.id, [step])
+            record_steps(s, run.id, [step.id])
             self._touched.add(run.id)
-            block = self._graph(run).by_id[step.block_id]
-            return _step_job(step, run, block, n_consensus=n_consensus_of(block.config))
+            return self._job_of(step, run)
+
+    def _job_of(self, step: Step, run: Run) -> Job:
+        block = self._graph(run).by_id[step.block_id]
+        return _step_job(step, run, block, n_consensus=n_consensus_of(block.config))
 
     def _execute(self, job: Job) -> Result:
         block = job.block
@@ -299,13 +291,14 @@ class Orchestrator:
         work: list[Work] = []
         revoke: list[Work] = []
         with self._tx(session) as s:
-            run = lock_row(s, Run, job.run_id) if job.run_id else None
+            run = lock_row(s, Run, job.run_id, options=_LIGHT_RUN) if job.run_id else None
             if run is None:
                 return
             graph = self._graph(run)
-            max_visits = int((run.config.get("settings") or {}).get("max_block_visits", 10))
-            sched = Scheduler(session=s, run=run, graph=graph, now=now, max_visits=max_visits)
-            duration = _duration(s, job.id, now)
+            sched = Scheduler(
+                session=s, run=run, graph=graph, now=now, max_visits=self._max_visits[run.id]
+            )
+            duration = _duration(job, now)
             try:
                 if isinstance(result, BlockFailed):
                     if self._retry(s, Step, job, result, now):
@@ -364,6 +357,8 @@ class Orchestrator:
                         sched.step_resolved(resolved)
                     if not RUN.is_terminal(run.status) and sched.finish_turn():
                         log.info("run completed", extra={"run": run.id})
+                    if self._keep_next and session is None and run.status == RunStatus.RUNNING:
+                        self._claim_successor(s, sched, run, now)
             except LoopingRisk as exc:
                 sched.dispatchable.clear()
                 revoke = (
@@ -385,6 +380,30 @@ class Orchestrator:
                 self._touched.add(run.id)
         self._pending_publish.extend(work)
         self._pending_revoke.extend(revoke)
+
+    def _claim_successor(self, s: Session, sched: Scheduler, run: Run, now: datetime) -> None:
+        """Claim one step this settle made ready, to run next in this process."""
+        ready = next(
+            (
+                w
+                for w in sched.dispatchable
+                if w.kind == WorkKind.STEP and not w.delay_s and w.id in sched.created
+            ),
+            None,
+        )
+        if ready is None:
+            return
+        c = self._claim(s, Step, ready.id, now)
+        if c is None:
+            return
+        record_steps(s, run.id, [ready.id])
+        self._next = self._job_of(c.row, run)
+        # Its message becomes a watchdog, due later: if this process dies while running
+        # the step, another worker gets it, finds the holder gone and takes the row over;
+        # otherwise it finds the step done and drops it.
+        sched.dispatchable[sched.dispatchable.index(ready)] = Work(
+            kind=WorkKind.STEP, id=ready.id, delay_s=INLINE_WATCHDOG_S
+        )
 
     def _apply(
         self, s: Session, sched: Scheduler, job: Job, result: Result, now: Any, duration: int | None
@@ -505,7 +524,7 @@ class Orchestrator:
             c = self._claim(s, ConsensusAttempt, attempt_id, now)
             if c is None:
                 return
-            att = s.get(ConsensusAttempt, attempt_id, populate_existing=True)
+            att = c.row
             owner_job = self._owner_job(s, att) if att else None
             if att is None or owner_job is None:
                 finish(
@@ -518,13 +537,16 @@ class Orchestrator:
                 )
                 return
             index = att.index
-        request = model_request(owner_job.block, owner_job.inputs, attempt=index)
+        self._call_attempt(attempt_id, c.attempt, owner_job, index)
+
+    def _call_attempt(self, attempt_id: str, attempt: int, owner: Job, index: int) -> None:
+        request = model_request(owner.block, owner.inputs, attempt=index)
         response: ModelResponse | BlockFailed
         try:
             response = call_model(self.tools.provider, request)
         except BlockFailed as failure:
             response = failure
-        self._settle_attempt(attempt_id, c.attempt, owner_job, response)
+        self._settle_attempt(attempt_id, attempt, owner, response)
 
     def _owner_job(self, s: Session, att: ConsensusAttempt) -> Job | None:
         if att.owner_kind == WorkKind.STEP:
@@ -617,25 +639,46 @@ class Orchestrator:
 
     def _run_execution(self, execution_id: str) -> None:
         now = utcnow()
+        own: Claim | None = None
         with self.db.transaction() as s:
             c = self._claim(s, BlockExecution, execution_id, now)
             if c is None:
                 return
-            ex = s.get(BlockExecution, execution_id, populate_existing=True)
-            assert ex is not None
-            job = _execution_job(ex)
-        if job.block.type in MODEL_TYPES and job.n_consensus > 1:
-            result: Result = FanOutConsensus(n=job.n_consensus)
-        else:
-            result = self._execute(job)
-        self._settle_execution(job, result)
+            job = _execution_job(c.row)
+            consensus = job.block.type in MODEL_TYPES and job.n_consensus > 1
+            if consensus:
+                # Fanning out runs no user code: do it in the claim's transaction, and
+                # keep the first attempt to run here instead of a broker round trip.
+                self._fan_out_attempts(s, None, WorkKind.EXECUTION, job, job.n_consensus, now)
+                own = self._claim_own_attempt(s, now)
+        if consensus:
+            # The other attempts go out now, not after this process has run its own.
+            self._publish(self._pending_publish)
+            self._pending_publish = []
+            if own is not None:
+                self._call_attempt(own.row_id, own.attempt, job, int(own.row.index))
+            return
+        self._settle_execution(job, self._execute(job))
+
+    def _claim_own_attempt(self, s: Session, now: datetime) -> Claim | None:
+        work = self._pending_publish
+        first = next((w for w in work if w.kind == WorkKind.ATTEMPT), None)
+        if first is None:
+            return None
+        c = self._claim(s, ConsensusAttempt, first.id, now)
+        if c is not None:
+            # A watchdog, as for a successor step run in-process (see _claim_successor).
+            work[work.index(first)] = Work(
+                kind=WorkKind.ATTEMPT, id=first.id, delay_s=INLINE_WATCHDOG_S
+            )
+        return c
 
     def _settle_execution(
         self, job: Job, result: Result, *, session: Session | None = None
     ) -> None:
         now = utcnow()
         with self._tx(session) as s:
-            duration = _duration(s, job.id, now, model=BlockExecution)
+            duration = _duration(job, now)
             if isinstance(result, FanOutConsensus):
                 self._fan_out_attempts(s, None, WorkKind.EXECUTION, job, result.n, now)
             elif isinstance(result, BlockFailed):
@@ -748,12 +791,16 @@ class Orchestrator:
                 run.usage = add_usage(run.usage or [], calls)
 
     def _graph(self, run: Run) -> Graph:
+        # A run's graph never changes: parse it (and load its config) once per process.
         graph = self._graphs.get(run.id)
         if graph is None:
             graph = parse_graph(run.config, max_blocks=10_000)
             self._graphs[run.id] = graph
+            settings = run.config.get("settings") or {}
+            self._max_visits[run.id] = int(settings.get("max_block_visits", 10))
             if len(self._graphs) > 256:
-                self._graphs.popitem(last=False)
+                evicted, _ = self._graphs.popitem(last=False)
+                self._max_visits.pop(evicted, None)
         return graph
 
     def _tx(self, session: Session | None) -> Any:
@@ -834,10 +881,14 @@ def _bump_done(s: Session, run_id: str, n: int) -> None:
     s.execute(update(Run).where(Run.id == run_id).values(steps_done=Run.steps_done + n))
 
 
-def _duration(s: Session, row_id: str, now: Any, model: Any = Step) -> int | None:
-    started = s.scalar(select(model.started_at).where(model.id == row_id))
-    start = as_utc(started)
+def _duration(job: Job, now: datetime) -> int | None:
+    start = as_utc(job.started_at)
     return None if start is None else max(0, int((now - start).total_seconds() * 1000))
+
+
+# A run read on the hot path without its big columns: the graph is parsed once per
+# process (``Orchestrator._graph``), and the others load only if used.
+_LIGHT_RUN = (defer(Run.config), defer(Run.metadata_), defer(Run.evaluation), defer(Run.usage))
 
 
 def _run_of(s: Session, kind: WorkKind, row_id: str) -> str | None:
@@ -868,6 +919,7 @@ def _step_job(step: Step, run: Run, block: Block, *, n_consensus: int) -> Job:
         turn=step.turn_index,
         visit=step.visit,
         n_consensus=n_consensus,
+        started_at=step.started_at,
     )
 
 
@@ -884,4 +936,5 @@ def _execution_job(ex: BlockExecution) -> Job:
         inputs=unwrap(ex.inputs),
         raw_inputs=dict(ex.inputs or {}),
         n_consensus=ex.n_consensus,
+        started_at=ex.started_at,
     )

@@ -80,6 +80,10 @@ class Scheduler:
     now: datetime
     max_visits: int = 10
     dispatchable: list[Work] = field(default_factory=list)
+    # Steps inserted by this scheduler, and how many of them are open in the current turn
+    # (while any is, the turn cannot be over: no need to count open steps).
+    created: set[str] = field(default_factory=set)
+    opened: int = 0
     _items_cache: dict[str, list[Any]] = field(default_factory=dict)
 
     # -- creating steps -------------------------------------------------------------
@@ -94,6 +98,12 @@ class Scheduler:
             return
         self.session.execute(insert(Step), list(rows))
         record_step_rows(self.session, self.run.id, rows)
+        self.created.update(r["id"] for r in rows)
+        self.opened += sum(
+            1
+            for r in rows
+            if r["state"] in OPEN_STEP_STATES and r["turn_index"] == self.run.current_turn
+        )
         done = sum(1 for r in rows if r["state"] in STEP.terminal)
         self.run.steps_total += len(rows)
         self.run.steps_done += done
@@ -190,10 +200,12 @@ class Scheduler:
         self.add_steps([self.step_row(block, scope=trigger.scope, visit=visit, inputs=inputs)])
 
     def _try_join(self, block: Block, scope: str, turn: int) -> dict[str, Any] | None:
-        if self._latest(scope, turn, [block.id], same_turn=True):
-            return None  # already scheduled (or skipped) in this turn: a join runs once
         incoming = self.graph.incoming(block.id)
-        sources = self._latest(scope, turn, [e.source for e in incoming])
+        # The join's own newest step and its sources' in one read.
+        sources = self._latest(scope, turn, [block.id, *(e.source for e in incoming)])
+        own = sources.pop(block.id, None)
+        if own is not None and own.turn_index == turn:
+            return None  # already scheduled (or skipped) in this turn: a join runs once
         inputs: dict[str, Any] = {}
         any_active = False
         for e in incoming:
@@ -268,7 +280,7 @@ class Scheduler:
         ids = sorted(set(block_ids))
         if not ids:
             return {}
-        self.session.flush()
+        self._flush_steps()
         stmt = (
             select(Step)
             .where(
@@ -288,8 +300,14 @@ class Scheduler:
 
     # -- iterations and turns -----------------------------------------------------------
 
+    def _flush_steps(self) -> None:
+        # Queries on steps must see step rows changed through the ORM in this transaction;
+        # the run's own counters are flushed once, at commit, not before every query.
+        if any(isinstance(o, Step) for o in (*self.session.new, *self.session.dirty)):
+            self.session.flush()
+
     def open_steps(self, *, scope: str | None = None) -> int:
-        self.session.flush()
+        self._flush_steps()
         stmt = (
             select(func.count())
             .select_from(Step)
@@ -410,7 +428,7 @@ class Scheduler:
         A turn that reached a ``human_input`` block ends with the run waiting for the
         answer instead; the answer opens the next turn (``engine.turns``).
         """
-        if self.open_steps():
+        if self.opened or self.open_steps():
             return False
         ends = self.session.scalars(
             select(Step)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from engine.claims import claim
 from engine.clock import utcnow
@@ -1341,3 +1341,97 @@ def test_a_ready_successor_runs_in_process_without_a_message(h: Harness, tmp_pat
     run = h.assert_settled(run_id)
     assert run.status == "completed"
     assert run.steps_done == run.steps_total == 5
+
+
+def test_a_chained_step_costs_one_transaction(h: Harness, tmp_path: Path) -> None:
+    """Settling a step claims the successor it made ready in the same commit."""
+    from sqlalchemy import event
+
+    from engine.db.models import RunEvent
+
+    h.orch.settings = Settings(data_dir=str(tmp_path), inline_successors=100)
+    wf = h.workflow(*linear_graph())
+    run_id = h.start(wf, {"doc": 21})
+    commits: list[int] = []
+
+    def on_commit(conn: Any) -> None:
+        commits.append(1)
+
+    event.listen(h.db.engine, "commit", on_commit)
+    h.deliver(h.dispatcher.queue.pop(0))
+    event.remove(h.db.engine, "commit", on_commit)
+    run = h.assert_settled(run_id)
+    assert run.status == "completed" and h.output(run_id) == {"result": 42}
+    # start: claim + settle (claiming f); f: settle (claiming end); end: settle.
+    assert len(commits) == 4
+    # Every step went through running, and the run's events describe each commit.
+    with h.db.sessions() as s:
+        events = s.scalars(
+            select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.seq)
+        ).all()
+    states = [
+        (st["block_id"], st["state"]) for e in events if e.kind == "steps" for st in e.data["steps"]
+    ]
+    for block_id in ("start", "f", "end"):
+        assert (block_id, "running") in states
+        assert (block_id, "completed") in states
+    runs = [e.data for e in events if e.kind == "run"]
+    assert runs[-1]["status"] == "completed"
+    assert runs[-1]["progress"] == {"steps_total": 3, "steps_done": 3}
+    # Only the watchdogs of the in-process steps are left; they find their steps done.
+    assert all(w.delay_s == 10.0 for w in h.dispatcher.queue)
+    h.drain()
+    assert h.run(run_id).steps_done == 3
+
+
+def test_events_of_one_transaction_are_written_at_commit_in_their_final_state(
+    h: Harness,
+) -> None:
+    from engine.db.models import RunEvent
+    from engine.events import record_run, record_step_rows, record_steps
+
+    wf = h.workflow(*linear_graph())
+    run_id = h.start(wf, {"doc": 1}, publish=False)
+    with h.db.transaction() as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        step = s.scalars(select(Step).where(Step.run_id == run_id)).one()
+        before = s.scalar(select(func.count()).select_from(RunEvent))
+        record_run(s, run)
+        record_step_rows(s, run_id, [step])  # as it is now: pending (not published)
+        record_steps(s, run_id, [step.id])  # as it is at commit: skipped
+        s.execute(update(Step).where(Step.id == step.id).values(state="skipped"))
+        run.steps_done = 1
+        record_run(s, run)
+        # Nothing is written before the commit.
+        assert s.scalar(select(func.count()).select_from(RunEvent)) == before
+    with h.db.sessions() as s:
+        events = s.scalars(
+            select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.seq)
+        ).all()[-3:]
+    assert [e.kind for e in events] == ["steps", "steps", "run"]
+    assert events[0].data["steps"][0]["state"] == "pending"
+    assert events[1].data["steps"][0]["state"] == "skipped"
+    assert events[1].data["steps"][0]["block_id"] == "start"
+    # Two records of the run in one transaction: one event, with the final progress.
+    assert events[2].data["progress"]["steps_done"] == 1
+    assert events[2].data["status"] == "not_started"
+
+
+def test_events_of_a_rolled_back_transaction_are_dropped(h: Harness) -> None:
+    from engine.db.models import RunEvent
+    from engine.events import record_run
+
+    wf = h.workflow(*linear_graph())
+    run_id = h.start(wf, {"doc": 1}, publish=False)
+    with h.db.sessions() as s:
+        count = s.scalar(select(func.count()).select_from(RunEvent))
+    with pytest.raises(RuntimeError), h.db.transaction() as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        record_run(s, run)
+        raise RuntimeError("rolled back")
+    with h.db.transaction() as s:
+        pass  # a later commit on a new session writes nothing left over
+    with h.db.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(RunEvent)) == count
