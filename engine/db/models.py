@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -29,6 +30,10 @@ from engine.ids import new_id
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 Id = String(24)
+# The outbox and orphan sweeps look only for open rows: index only those (a checkpoint
+# fork copies thousands of ended steps, and none of them lands in this index).
+_OPEN = text("state IN ('pending', 'queued', 'running')")
+_OPEN_ONLY: dict[str, Any] = {"postgresql_where": _OPEN, "sqlite_where": _OPEN}
 Time = DateTime(timezone=True)
 
 
@@ -172,7 +177,7 @@ class Step(LifecycleColumns, Base):
     __table_args__ = (
         UniqueConstraint("run_id", "step_id"),
         Index("ix_steps_run_scope_block", "run_id", "turn_index", "scope", "block_id"),
-        Index("ix_steps_state_queued", "state", "queued_at"),
+        Index("ix_steps_open_state", "state", "queued_at", **_OPEN_ONLY),
     )
 
 
@@ -199,7 +204,7 @@ class BlockExecution(LifecycleColumns, Base):
     __table_args__ = (
         Index("ix_block_executions_org_id", "organization_id", "id"),
         Index("ix_block_executions_run_block", "run_id", "block_id"),
-        Index("ix_block_executions_state_queued", "state", "queued_at"),
+        Index("ix_block_executions_open_state", "state", "queued_at", **_OPEN_ONLY),
     )
 
 
@@ -216,7 +221,7 @@ class ConsensusAttempt(LifecycleColumns, Base):
     output: Mapped[Any] = mapped_column(Json, nullable=True)
     __table_args__ = (
         UniqueConstraint("owner_kind", "owner_id", "owner_attempt", "index"),
-        Index("ix_consensus_attempts_state_queued", "state", "queued_at"),
+        Index("ix_consensus_attempts_open_state", "state", "queued_at", **_OPEN_ONLY),
     )
 
 
