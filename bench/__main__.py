@@ -17,7 +17,6 @@ import signal
 import sys
 import time
 import traceback
-import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,11 +68,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    # workers.tasks registers "shared" tasks, so each create_celery() in one process after
-    # the first warns about the previous app's callables; the bench only publishes by name.
-    from celery.exceptions import DuplicateTaskNameWarning
-
-    warnings.filterwarnings("ignore", category=DuplicateTaskNameWarning)
     # SIGTERM unwinds like Ctrl-C, so every process, the database and Redis are cleaned up.
     signal.signal(signal.SIGTERM, _terminate)
     sizes = Sizes.make(pairs=args.pairs, quick=args.quick)

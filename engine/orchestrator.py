@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, PendingRollbackError
 from sqlalchemy.orm import Session, defer
 
 from engine.blocks import MODEL_TYPES, n_consensus_of
@@ -51,6 +51,10 @@ from engine.usage import add_usage
 
 log = logging.getLogger("quorum.orchestrator")
 
+
+# The database went away under us: retry the message later, settle nothing. A session
+# whose connection broke mid-transaction raises PendingRollbackError, not a DBAPIError.
+DATABASE_AWAY = (DBAPIError, PendingRollbackError)
 
 # Delay of the watchdog message behind a step run in-process (see ``run_step``).
 INLINE_WATCHDOG_S = 10.0
@@ -149,7 +153,7 @@ class Orchestrator:
                 kept = self._guarded(
                     WorkKind.STEP, job.id, lambda _id, job=job: self._run_claimed(job), False
                 )
-            except DBAPIError as exc:
+            except DATABASE_AWAY as exc:
                 # The retry must be about the row this process left running, not the
                 # message's own row, which is already settled.
                 raise RetryRow(kind=WorkKind.STEP, row_id=job.id) from exc
@@ -188,7 +192,7 @@ class Orchestrator:
             self._revoke(self._pending_revoke)
             self._notify()
             return self._next
-        except DBAPIError:
+        except DATABASE_AWAY:
             raise  # the database is away: let the task adapter retry; nothing was settled
         except Exception as exc:  # the finally safety net: never leave a run "running"
             log.exception("orchestration fault", extra={"kind": str(kind), "id": row_id})

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 
 from celery import Celery, Task
-from sqlalchemy.exc import DBAPIError
 
-from engine.orchestrator import RetryRow
+from engine.orchestrator import DATABASE_AWAY, RetryRow
 from engine.outbox import sweep
 from workers.celery_app import (
     TASK_ATTEMPT,
@@ -24,7 +23,7 @@ log = logging.getLogger("quorum.tasks")
 # The database being away is the one failure worth retrying here: every other fault is
 # settled by the orchestrator on the row itself.
 RETRY = {
-    "autoretry_for": (DBAPIError,),
+    "autoretry_for": DATABASE_AWAY,
     "retry_backoff": 1,
     "retry_backoff_max": 30,
     "retry_jitter": True,
@@ -37,7 +36,7 @@ def _retried(task: Task) -> bool:
 
 
 def register(app: Celery) -> None:
-    @app.task(name=TASK_STEP, bind=True, **RETRY)
+    @app.task(name=TASK_STEP, shared=False, bind=True, **RETRY)
     def execute_step(self: Task, step_id: str) -> None:
         try:
             runtime_for(app).orchestrator.run_step(step_id, retried=_retried(self))
@@ -46,15 +45,15 @@ def register(app: Celery) -> None:
             delay = min(30, 2**self.request.retries)
             raise self.retry(args=[exc.row_id], exc=exc.__cause__ or exc, countdown=delay) from exc
 
-    @app.task(name=TASK_EXECUTION, bind=True, **RETRY)
+    @app.task(name=TASK_EXECUTION, shared=False, bind=True, **RETRY)
     def execute_block(self: Task, execution_id: str) -> None:
         runtime_for(app).orchestrator.run_execution(execution_id, retried=_retried(self))
 
-    @app.task(name=TASK_ATTEMPT, bind=True, **RETRY)
+    @app.task(name=TASK_ATTEMPT, shared=False, bind=True, **RETRY)
     def execute_attempt(self: Task, attempt_id: str) -> None:
         runtime_for(app).orchestrator.run_attempt(attempt_id, retried=_retried(self))
 
-    @app.task(name=TASK_SWEEP, acks_late=False)
+    @app.task(name=TASK_SWEEP, shared=False, acks_late=False)
     def sweep_outbox() -> int:
         rt = runtime_for(app)
         count = sweep(
@@ -68,14 +67,14 @@ def register(app: Celery) -> None:
             log.info("outbox re-published rows", extra={"count": count})
         return count
 
-    @app.task(name=TASK_REAP, acks_late=False)
+    @app.task(name=TASK_REAP, shared=False, acks_late=False)
     def reap_runs() -> int:
         from engine.reaper import reap
 
         rt = runtime_for(app)
         return reap(rt.db, rt.dispatcher, default_after_s=rt.settings.stale_run_after_s)
 
-    @app.task(name=TASK_PURGE, acks_late=False)
+    @app.task(name=TASK_PURGE, shared=False, acks_late=False)
     def purge_idempotency() -> int:
         from engine.idempotency import purge
 
