@@ -643,26 +643,27 @@ class Orchestrator:
 
     def _run_execution(self, execution_id: str) -> None:
         now = utcnow()
-        own: Claim | None = None
-        with self.db.transaction() as s:
+        # The claim is one statement: committed by itself, without BEGIN and COMMIT round
+        # trips (see Database.autocommit), which were a quarter of a short block's cost.
+        with self.db.autocommit() as s:
             c = self._claim(s, BlockExecution, execution_id, now)
-            if c is None:
-                return
-            job = _execution_job(c.row)
-            consensus = job.block.type in MODEL_TYPES and job.n_consensus > 1
-            if consensus:
-                # Fanning out runs no user code: do it in the claim's transaction, and
-                # keep the first attempt to run here instead of a broker round trip.
-                self._fan_out_attempts(s, None, WorkKind.EXECUTION, job, job.n_consensus, now)
-                own = self._claim_own_attempt(s, now)
-        if consensus:
-            # The other attempts go out now, not after this process has run its own.
-            self._publish(self._pending_publish)
-            self._pending_publish = []
-            if own is not None:
-                self._call_attempt(own.row_id, own.attempt, job, int(own.row.index))
+            s.commit()
+        if c is None:
             return
-        self._settle_execution(job, self._execute(job))
+        job = _execution_job(c.row)
+        if not (job.block.type in MODEL_TYPES and job.n_consensus > 1):
+            self._settle_execution(job, self._execute(job))
+            return
+        with self.db.transaction() as s:
+            # Fanning out runs no user code, and the first attempt runs right here
+            # instead of after a broker round trip.
+            self._fan_out_attempts(s, None, WorkKind.EXECUTION, job, job.n_consensus, now)
+            own = self._claim_own_attempt(s, now)
+        # The other attempts go out now, not after this process has run its own.
+        self._publish(self._pending_publish)
+        self._pending_publish = []
+        if own is not None:
+            self._call_attempt(own.row_id, own.attempt, job, int(own.row.index))
 
     def _claim_own_attempt(self, s: Session, now: datetime) -> Claim | None:
         work = self._pending_publish
@@ -680,59 +681,68 @@ class Orchestrator:
     def _settle_execution(
         self, job: Job, result: Result, *, session: Session | None = None
     ) -> None:
-        now = utcnow()
+        if session is None and job.block.type not in MODEL_TYPES:
+            # No model calls to record: every outcome below is a single statement.
+            with self.db.autocommit() as s:
+                self._settle_execution_in(s, job, result)
+                s.commit()
+            return
         with self._tx(session) as s:
-            duration = _duration(job, now)
-            if isinstance(result, FanOutConsensus):
-                self._fan_out_attempts(s, None, WorkKind.EXECUTION, job, result.n, now)
-            elif isinstance(result, BlockFailed):
-                if self._retry(s, BlockExecution, job, result, now):
-                    return
-                finish(
-                    s,
-                    BlockExecution,
-                    job.id,
-                    StepState.ERROR,
-                    attempt=job.attempt,
-                    now=now,
-                    values={
-                        "error_type": result.error_type,
-                        "error_message": result.message,
-                        "duration_ms": duration,
-                    },
-                )
-            elif isinstance(result, Outcome):
-                outputs = job.raw_inputs if job.block.type == "start" else wrap(result.outputs)
-                if finish(
-                    s,
-                    BlockExecution,
-                    job.id,
-                    StepState.COMPLETED,
-                    attempt=job.attempt,
-                    now=now,
-                    values={
-                        "outputs": outputs,
-                        "active_output_handles": list(result.active),
-                        "duration_ms": duration,
-                        "consensus": result.consensus,
-                        "artifact": result.artifact,
-                    },
-                ):
-                    self._record_calls(s, job, result.calls)
-            else:
-                finish(
-                    s,
-                    BlockExecution,
-                    job.id,
-                    StepState.ERROR,
-                    attempt=job.attempt,
-                    now=now,
-                    values={
-                        "error_type": "unsupported_block",
-                        "error_message": f"a {job.block.type} block cannot run alone",
-                        "duration_ms": duration,
-                    },
-                )
+            self._settle_execution_in(s, job, result)
+
+    def _settle_execution_in(self, s: Session, job: Job, result: Result) -> None:
+        now = utcnow()
+        duration = _duration(job, now)
+        if isinstance(result, FanOutConsensus):
+            self._fan_out_attempts(s, None, WorkKind.EXECUTION, job, result.n, now)
+        elif isinstance(result, BlockFailed):
+            if self._retry(s, BlockExecution, job, result, now):
+                return
+            finish(
+                s,
+                BlockExecution,
+                job.id,
+                StepState.ERROR,
+                attempt=job.attempt,
+                now=now,
+                values={
+                    "error_type": result.error_type,
+                    "error_message": result.message,
+                    "duration_ms": duration,
+                },
+            )
+        elif isinstance(result, Outcome):
+            outputs = job.raw_inputs if job.block.type == "start" else wrap(result.outputs)
+            if finish(
+                s,
+                BlockExecution,
+                job.id,
+                StepState.COMPLETED,
+                attempt=job.attempt,
+                now=now,
+                values={
+                    "outputs": outputs,
+                    "active_output_handles": list(result.active),
+                    "duration_ms": duration,
+                    "consensus": result.consensus,
+                    "artifact": result.artifact,
+                },
+            ):
+                self._record_calls(s, job, result.calls)
+        else:
+            finish(
+                s,
+                BlockExecution,
+                job.id,
+                StepState.ERROR,
+                attempt=job.attempt,
+                now=now,
+                values={
+                    "error_type": "unsupported_block",
+                    "error_message": f"a {job.block.type} block cannot run alone",
+                    "duration_ms": duration,
+                },
+            )
 
     def _retry(self, s: Session, model: Any, job: Job, failure: BlockFailed, now: Any) -> bool:
         """Give a failed block another attempt if its config allows one (with backoff)."""

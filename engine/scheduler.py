@@ -14,9 +14,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from engine.db.models import Run, Step, Turn
@@ -92,11 +94,12 @@ class Scheduler:
         # A paused run schedules nothing new: its steps wait as pending until resume.
         return StepState.PENDING if self.run.status == RunStatus.PAUSED else StepState.QUEUED
 
-    def add_steps(self, rows: Sequence[dict[str, Any]]) -> None:
+    def add_steps(self, rows: Sequence[dict[str, Any]], *, inserted: bool = False) -> None:
         """Insert steps in one statement (fan-outs can be thousands of rows)."""
         if not rows:
             return
-        self.session.execute(insert(Step), list(rows))
+        if not inserted:
+            self.session.execute(insert(Step), list(rows))
         record_step_rows(self.session, self.run.id, rows)
         self.created.update(r["id"] for r in rows)
         self.opened += sum(
@@ -176,7 +179,9 @@ class Scheduler:
                     self._enter_cyclic(self.graph.by_id[target], step, e)
         skipped: list[Resolved] = []
         for target in joins:
-            row = self._try_join(self.graph.by_id[target], step.scope, step.turn)
+            row = self._follow(self.graph.by_id[target], step)
+            if row is False:
+                row = self._try_join(self.graph.by_id[target], step.scope, step.turn)
             if row is not None and row["state"] == StepState.SKIPPED:
                 skipped.append(_resolved_from_row(row))
         for s in skipped:
@@ -198,6 +203,47 @@ class Scheduler:
                 inputs[e.target_handle] = (src.outputs or {}).get(e.source_handle)
         inputs[edge.target_handle] = wrap({"_": trigger.outputs.get(edge.source_handle)})["_"]
         self.add_steps([self.step_row(block, scope=trigger.scope, visit=visit, inputs=inputs)])
+
+    def _follow(self, block: Block, step: Resolved) -> dict[str, Any] | Literal[False] | None:
+        """A block whose one input is ``step``'s: schedule it without reading anything.
+
+        ``step`` just ended, so it is the only source and its outputs are at hand; a second
+        scheduling of the block in this turn is refused by the (run_id, step_id) key.
+        Returns False when the block has other inputs (then it is a real join).
+        """
+        incoming = self.graph.incoming(block.id)
+        if len(incoming) != 1:
+            return False
+        e = incoming[0]
+        if (
+            e.source != step.block_id
+            or e.source in self.graph.cyclic_blocks
+            or self.graph.by_id[e.source].type == "start"  # stores its inputs as given
+            or self._is_item_edge(e, step.scope)
+        ):
+            return False
+        if step.state == StepState.COMPLETED and e.source_handle in step.active:
+            value = wrap({"_": step.outputs.get(e.source_handle)})["_"]
+            row = self.step_row(block, scope=step.scope, visit=1, inputs={e.target_handle: value})
+        else:
+            row = self.step_row(
+                block,
+                scope=step.scope,
+                visit=1,
+                inputs={},
+                state=StepState.SKIPPED,
+                reason="inactive_inputs",
+            )
+        table: Any = Step.__table__
+        dialect = self.session.get_bind().dialect.name
+        stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table).values(row)
+        done = self.session.execute(
+            stmt.on_conflict_do_nothing(index_elements=["run_id", "step_id"])
+        )
+        if not getattr(done, "rowcount", 0):
+            return None  # already scheduled in this turn: a join runs once
+        self.add_steps([row], inserted=True)
+        return row
 
     def _try_join(self, block: Block, scope: str, turn: int) -> dict[str, Any] | None:
         incoming = self.graph.incoming(block.id)
