@@ -46,8 +46,16 @@ def claim(
     holder_alive: HolderCheck,
     lease: timedelta,
     now: datetime | None = None,
+    dead_holders: set[str] | None = None,
 ) -> Claim | None:
-    """Move a row to ``running`` for this worker, or return None if the message is stale."""
+    """Move a row to ``running`` for this worker, or return None if the message is stale.
+
+    When the row cannot be claimed because it ended, or waits on its children, and the
+    process that last held it is provably dead, that holder is added to ``dead_holders``:
+    it may have died while running other rows in-process (a successor step, a consensus
+    attempt), and this message, given back by the broker when it died, is how they are
+    found again (see ``engine.outbox.held_by``).
+    """
     now = now or utcnow()
     # The common case, a queued row, in one statement: the compare-and-set returns the row.
     claimed = transition_returning(
@@ -85,6 +93,7 @@ def claim(
             # children, whose rows were committed with it; no worker holds it, so there is
             # nothing to take over, and running it again would fan out a second time.
             log.info("message for a row waiting on its children dropped", extra={"row": row_id})
+            _note_dead(row, holder_alive, dead_holders)
             return None
         alive = holder_alive(row.worker or "")
         started = as_utc(row.started_at) or now
@@ -108,6 +117,7 @@ def claim(
             "taking over a row whose holder is gone", extra={"row": row_id, "holder": row.worker}
         )
     elif state != StepState.QUEUED:
+        _note_dead(row, holder_alive, dead_holders)
         return None
     attempt = int(row.attempt or 0) + 1
     moved = transition(
@@ -123,6 +133,11 @@ def claim(
     if not moved:
         return None
     return Claim(row_id=row_id, attempt=attempt, worker=worker, taken_over=taken_over, row=row)
+
+
+def _note_dead(row: Any, holder_alive: HolderCheck, dead: set[str] | None) -> None:
+    if dead is not None and row.worker and holder_alive(row.worker) is False:
+        dead.add(row.worker)
 
 
 def finish(

@@ -42,6 +42,7 @@ from engine.execute import (
 from engine.graph import Block, Graph, parse_graph
 from engine.ids import new_id
 from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
+from engine.outbox import held_by
 from engine.ports import Dispatcher, Work, WorkKind
 from engine.providers import ModelResponse
 from engine.scheduler import AWAITING, LoopingRisk, Resolved, Scheduler
@@ -55,9 +56,6 @@ log = logging.getLogger("quorum.orchestrator")
 # The database went away under us: retry the message later, settle nothing. A session
 # whose connection broke mid-transaction raises PendingRollbackError, not a DBAPIError.
 DATABASE_AWAY = (DBAPIError, PendingRollbackError)
-
-# Delay of the watchdog message behind a step run in-process (see ``run_step``).
-INLINE_WATCHDOG_S = 10.0
 
 
 class RetryRow(Exception):
@@ -169,7 +167,8 @@ class Orchestrator:
         return False if self._retried else self.holder_alive(holder)
 
     def _claim(self, s: Session, model: Any, row_id: str, now: Any) -> Claim | None:
-        return claim(
+        dead: set[str] = set()
+        c = claim(
             s,
             model,
             row_id,
@@ -177,7 +176,16 @@ class Orchestrator:
             holder_alive=self._holder_check,
             lease=timedelta(seconds=self.settings.lease_s),
             now=now,
+            dead_holders=dead,
         )
+        if dead:
+            # The process that ran this row died, maybe in the middle of rows it ran
+            # in-process after it: publish them again, their claims take them over.
+            orphans = held_by(s, sorted(dead))
+            if orphans:
+                log.warning("recovering rows of a dead holder", extra={"count": len(orphans)})
+            self._pending_publish.extend(orphans)
+        return c
 
     def _guarded(self, kind: WorkKind, row_id: str, fn: Any, retried: bool) -> Job | None:
         """Handle one message; return the successor step it claimed to run next, if any."""
@@ -402,12 +410,11 @@ class Orchestrator:
             return
         record_steps(s, run.id, [ready.id])
         self._next = self._job_of(c.row, run)
-        # Its message becomes a watchdog, due later: if this process dies while running
-        # the step, another worker gets it, finds the holder gone and takes the row over;
-        # otherwise it finds the step done and drops it.
-        sched.dispatchable[sched.dispatchable.index(ready)] = Work(
-            kind=WorkKind.STEP, id=ready.id, delay_s=INLINE_WATCHDOG_S
-        )
+        # No message for it: if this process dies while running it, the broker gives the
+        # message this process is handling back (acks_late, reject_on_worker_lost), and
+        # whoever gets it finds that step done, its holder dead, and this one running
+        # under the same holder (``_claim``). The outbox sweeper is the last resort.
+        sched.dispatchable.remove(ready)
 
     def _apply(
         self, s: Session, sched: Scheduler, job: Job, result: Result, now: Any, duration: int | None
@@ -672,10 +679,7 @@ class Orchestrator:
             return None
         c = self._claim(s, ConsensusAttempt, first.id, now)
         if c is not None:
-            # A watchdog, as for a successor step run in-process (see _claim_successor).
-            work[work.index(first)] = Work(
-                kind=WorkKind.ATTEMPT, id=first.id, delay_s=INLINE_WATCHDOG_S
-            )
+            work.remove(first)  # recovered like a successor step run in-process
         return c
 
     def _settle_execution(

@@ -107,3 +107,16 @@ def _orphans(
             if alive is False or (alive is None and expired):
                 found.append(Work(kind=kind, id=row.id))
     return found
+
+
+def held_by(s: Any, holders: Sequence[str]) -> list[Work]:
+    """Rows left ``running`` by these (dead) holders: their claims will take them over."""
+    found: list[Work] = []
+    for model, kind in _KINDS:
+        stmt = select(model.id).where(
+            model.state == StepState.RUNNING, model.worker.in_(sorted(holders))
+        )
+        if hasattr(model, "open_children"):
+            stmt = stmt.where(model.open_children == 0)  # waiting on children, not a worker
+        found.extend(Work(kind=kind, id=i) for i in s.scalars(stmt))
+    return found

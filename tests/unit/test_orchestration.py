@@ -1335,8 +1335,8 @@ def test_a_ready_successor_runs_in_process_without_a_message(h: Harness, tmp_pat
     first = h.dispatcher.queue.pop(0)
     h.deliver(first)
     # One branch ran in-process (its join waits for the other): the other branch went to
-    # the broker at once, the in-process one only as a delayed watchdog.
-    assert sorted(w.delay_s for w in h.dispatcher.queue) == [0.0, 10.0]
+    # the broker, the in-process one not at all.
+    assert len(h.dispatcher.queue) == 1
     h.drain()
     run = h.assert_settled(run_id)
     assert run.status == "completed"
@@ -1378,10 +1378,8 @@ def test_a_chained_step_costs_one_transaction(h: Harness, tmp_path: Path) -> Non
     runs = [e.data for e in events if e.kind == "run"]
     assert runs[-1]["status"] == "completed"
     assert runs[-1]["progress"] == {"steps_total": 3, "steps_done": 3}
-    # Only the watchdogs of the in-process steps are left; they find their steps done.
-    assert all(w.delay_s == 10.0 for w in h.dispatcher.queue)
-    h.drain()
-    assert h.run(run_id).steps_done == 3
+    # Nothing was published for the steps run in-process.
+    assert h.dispatcher.queue == []
 
 
 def test_events_of_one_transaction_are_written_at_commit_in_their_final_state(
@@ -1435,3 +1433,57 @@ def test_events_of_a_rolled_back_transaction_are_dropped(h: Harness) -> None:
         pass  # a later commit on a new session writes nothing left over
     with h.db.sessions() as s:
         assert s.scalar(select(func.count()).select_from(RunEvent)) == count
+
+
+class Died(BaseException):
+    """The process running the block is killed (not an exception the engine could catch)."""
+
+
+def test_a_chain_left_running_by_a_dead_process_is_recovered_by_its_redelivered_message(
+    h: Harness, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=str(tmp_path), inline_successors=100)
+    dying = Orchestrator(
+        db=h.db,
+        dispatcher=h.dispatcher,
+        tools=h.orch.tools,
+        settings=settings,
+        worker="test-host:666",
+        holder_alive=lambda holder: None,
+    )
+    h.orch.settings = settings
+    h.orch.holder_alive = lambda holder: False if holder == "test-host:666" else None
+    died = []
+
+    def dies_once(inputs: dict[str, Any], params: dict[str, Any]) -> Any:
+        if not died:
+            died.append(1)
+            raise Died
+        return inputs["value"] * 2
+
+    h.register("dies_once", dies_once)
+    blocks = [start_block("doc"), fn("f", "dies_once"), block("end", "end")]
+    edges = [edge("start", "doc", "f", "value"), edge("f", "output", "end", "result")]
+    run_id = h.start(h.workflow(blocks, edges), {"doc": 21})
+    message = h.dispatcher.queue.pop(0)
+    with pytest.raises(Died):
+        dying.run_step(message.id)  # start settled, f claimed in-process, then the kill
+    assert h.states(run_id) == {"start": "completed", "f": "running"}
+    assert h.dispatcher.queue == []  # nothing was published for f
+    # The broker gives the unacknowledged message back; another process gets it.
+    h.deliver(message)
+    h.drain()
+    run = h.assert_settled(run_id)
+    assert run.status == "completed"
+    assert h.output(run_id) == {"result": 42}
+    assert h.steps(run_id)["f"].attempt == 2
+
+
+def test_a_redelivered_message_of_a_live_holder_recovers_nothing(h: Harness) -> None:
+    wf = h.workflow(*linear_graph())
+    run_id = h.start(wf, {"doc": 21})
+    first = h.dispatcher.queue[0]
+    h.drain()
+    assert h.run(run_id).status == "completed"
+    h.deliver(first)  # a duplicate: its holder (this process) is not known to be dead
+    assert h.dispatcher.queue == []
