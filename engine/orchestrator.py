@@ -661,26 +661,10 @@ class Orchestrator:
         if not (job.block.type in MODEL_TYPES and job.n_consensus > 1):
             self._settle_execution(job, self._execute(job))
             return
+        # Every attempt gets its own message (and task id): cancelling the execution
+        # revokes the execution's task, and attempts already in flight must still end.
         with self.db.transaction() as s:
-            # Fanning out runs no user code, and the first attempt runs right here
-            # instead of after a broker round trip.
             self._fan_out_attempts(s, None, WorkKind.EXECUTION, job, job.n_consensus, now)
-            own = self._claim_own_attempt(s, now)
-        # The other attempts go out now, not after this process has run its own.
-        self._publish(self._pending_publish)
-        self._pending_publish = []
-        if own is not None:
-            self._call_attempt(own.row_id, own.attempt, job, int(own.row.index))
-
-    def _claim_own_attempt(self, s: Session, now: datetime) -> Claim | None:
-        work = self._pending_publish
-        first = next((w for w in work if w.kind == WorkKind.ATTEMPT), None)
-        if first is None:
-            return None
-        c = self._claim(s, ConsensusAttempt, first.id, now)
-        if c is not None:
-            work.remove(first)  # recovered like a successor step run in-process
-        return c
 
     def _settle_execution(
         self, job: Job, result: Result, *, session: Session | None = None
