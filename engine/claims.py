@@ -65,7 +65,8 @@ def claim(
         row_id,
         StepState.RUNNING,
         expect=[StepState.QUEUED],
-        values={"attempt": model.attempt + 1, "worker": worker, "started_at": now},
+        values={"worker": worker, "started_at": now},
+        bump_attempt=True,
     )
     if claimed is not None:
         return Claim(
@@ -108,7 +109,7 @@ def claim(
             row_id,
             StepState.QUEUED,
             expect=[StepState.RUNNING],
-            where=[model.attempt == row.attempt],
+            attempt=row.attempt,
         )
         if not moved:
             return None
@@ -127,7 +128,7 @@ def claim(
         row_id,
         StepState.RUNNING,
         expect=[StepState.QUEUED],
-        where=[model.attempt == int(row.attempt or 0)],
+        attempt=int(row.attempt or 0),
         values={"attempt": attempt, "worker": worker, "started_at": now},
     )
     if not moved:
@@ -158,7 +159,7 @@ def finish(
         row_id,
         target,
         expect=[StepState.RUNNING],
-        where=[model.attempt == attempt],
+        attempt=attempt,
         values={"completed_at": now or utcnow(), **values},
     )
     if not moved:

@@ -8,12 +8,15 @@ nothing. Callers learn from the returned count whether their move happened.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, inspect, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 
 class StepState(enum.StrEnum):
@@ -115,20 +118,27 @@ def transition(
     target: str,
     *,
     expect: Iterable[str] | None = None,
-    where: Iterable[Any] = (),
+    attempt: int | None = None,
     values: Mapping[str, Any] | None = None,
 ) -> int:
     """Move rows to ``target`` if, and only if, they are in a state allowed to move there.
 
-    ``expect`` narrows the accepted source states (it may not widen them); ``where`` adds
-    fencing conditions such as the claim's attempt number. Returns how many rows moved:
-    0 means the row had already moved on and the caller's message is stale.
+    ``expect`` narrows the accepted source states (it may not widen them); ``attempt``
+    fences the move on the claim's attempt number. Returns how many rows moved: 0 means
+    the row had already moved on and the caller's message is stale. Rows of ``model``
+    loaded in ``session`` take the new values, so a caller holding one reads what it wrote.
     """
-    stmt = _move(machine, model, ids, target, expect=expect, where=where, values=values)
-    if stmt is None:
+    id_list = [ids] if isinstance(ids, str) else list(ids)
+    if not id_list:
         return 0
-    result = session.execute(stmt)
-    return int(getattr(result, "rowcount", 0) or 0)
+    values = dict(values or {})
+    stmt, params = _move(
+        machine, model, id_list, target, expect=expect, attempt=attempt, values=values
+    )
+    moved = int(getattr(session.execute(stmt, params), "rowcount", 0) or 0)
+    if moved:
+        _sync_loaded(session, model, id_list, {machine.column: target, **values})
+    return moved
 
 
 def transition_returning(
@@ -139,31 +149,48 @@ def transition_returning(
     target: str,
     *,
     expect: Iterable[str] | None = None,
-    where: Iterable[Any] = (),
+    attempt: int | None = None,
     values: Mapping[str, Any] | None = None,
+    bump_attempt: bool = False,
 ) -> Any | None:
     """:func:`transition` of one row that returns the moved row (``None`` if it did not move).
 
     The hot path of a claim: the compare-and-set and the read of the row in one statement.
+    ``bump_attempt`` adds one to the row's attempt number (the claim's fencing token).
+    The row comes back as a read-only record with the table's columns as attributes.
     """
-    stmt = _move(machine, model, row_id, target, expect=expect, where=where, values=values)
-    assert stmt is not None
-    stmt = stmt.returning(model).execution_options(
-        synchronize_session=False, populate_existing=True
+    stmt, params = _move(
+        machine,
+        model,
+        [row_id],
+        target,
+        expect=expect,
+        attempt=attempt,
+        values=dict(values or {}),
+        bump_attempt=bump_attempt,
+        returning=True,
     )
-    return session.execute(stmt).scalar_one_or_none()
+    row = session.execute(stmt, params).one_or_none()
+    if row is None:
+        return None
+    record = row._asdict()
+    _sync_loaded(session, model, [row_id], record)
+    # A plain record, not the Row: a column named like a tuple method ("index") must win.
+    return SimpleNamespace(**record)
 
 
 def _move(
     machine: Machine,
     model: Any,
-    ids: str | Iterable[str],
+    ids: list[str],
     target: str,
     *,
     expect: Iterable[str] | None,
-    where: Iterable[Any],
-    values: Mapping[str, Any] | None,
-) -> Any | None:
+    attempt: int | None,
+    values: dict[str, Any],
+    bump_attempt: bool = False,
+    returning: bool = False,
+) -> tuple[Any, dict[str, Any]]:
     sources = machine.sources_of(target)
     if expect is not None:
         wanted = frozenset(expect)
@@ -175,19 +202,64 @@ def _move(
         sources = wanted
     if not sources:
         raise IllegalTransition(f"{machine.name}: nothing may move to {target}")
-    id_list = [ids] if isinstance(ids, str) else list(ids)
-    if not id_list:
-        return None
-    column = getattr(model, machine.column)
-    stmt = (
-        update(model)
-        .where(model.id.in_(id_list) if len(id_list) > 1 else model.id == id_list[0])
-        .where(column.in_(sorted(sources)))
-        .values({machine.column: target, **(values or {})})
-        # Loaded rows take the new values too (evaluated in Python, no extra statement), so
-        # a caller holding the object reads what it just wrote without a refresh.
-        .execution_options(synchronize_session="evaluate")
+    stmt = _statement(
+        model.__table__,
+        machine.column,
+        target,
+        tuple(sorted(sources)),
+        tuple(sorted(values)),
+        many=len(ids) > 1,
+        fenced=attempt is not None,
+        bump_attempt=bump_attempt,
+        returning=returning,
     )
-    for condition in where:
-        stmt = stmt.where(condition)
-    return stmt
+    params = {f"v_{k}": v for k, v in values.items()}
+    params["w_ids" if len(ids) > 1 else "w_id"] = ids if len(ids) > 1 else ids[0]
+    if attempt is not None:
+        params["w_fence"] = attempt
+    return stmt, params
+
+
+@functools.lru_cache(maxsize=512)
+def _statement(
+    table: Any,
+    column: str,
+    target: str,
+    sources: tuple[str, ...],
+    keys: tuple[str, ...],
+    *,
+    many: bool,
+    fenced: bool,
+    bump_attempt: bool,
+    returning: bool,
+) -> Any:
+    # Built (and compiled) once per shape: constructing and caching a fresh UPDATE per
+    # call cost more CPU than the round trip to the database for a short block.
+    c = table.c
+    stmt = update(table).where(
+        c.id.in_(bindparam("w_ids", expanding=True)) if many else c.id == bindparam("w_id"),
+        c[column].in_(sources),
+    )
+    if fenced:
+        stmt = stmt.where(c.attempt == bindparam("w_fence"))
+    new: dict[str, Any] = {column: target}
+    new.update({k: bindparam(f"v_{k}", type_=c[k].type) for k in keys})
+    if bump_attempt:
+        new["attempt"] = c.attempt + 1
+    stmt = stmt.values(new)
+    return stmt.returning(*c) if returning else stmt
+
+
+def _sync_loaded(session: Session, model: Any, ids: list[str], values: Mapping[str, Any]) -> None:
+    """Give rows of ``model`` loaded in ``session`` the values just written."""
+    if not session.identity_map:
+        return
+    mapper = inspect(model)
+    names = {col.key: prop.key for prop in mapper.column_attrs for col in prop.columns}
+    for row_id in ids:
+        obj = session.identity_map.get(mapper.identity_key_from_primary_key([row_id]))
+        if obj is None:
+            continue
+        for key, value in values.items():
+            if key in names:
+                set_committed_value(obj, names[key], value)

@@ -252,7 +252,7 @@ class Orchestrator:
                     step_id,
                     StepState.QUEUED,
                     expect=[StepState.RUNNING],
-                    where=[Step.attempt == c.attempt],
+                    attempt=c.attempt,
                 )
                 return None
             if run.status == RunStatus.NOT_STARTED and transition(
@@ -748,7 +748,7 @@ class Orchestrator:
             job.id,
             StepState.QUEUED,
             expect=[StepState.RUNNING],
-            where=[model.attempt == job.attempt],
+            attempt=job.attempt,
             values={
                 "queued_at": now + timedelta(seconds=delay),
                 "error_type": failure.error_type,

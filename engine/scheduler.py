@@ -10,6 +10,7 @@ gathered through a counter on the for_each step, never by a blocking join.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -234,12 +235,7 @@ class Scheduler:
                 state=StepState.SKIPPED,
                 reason="inactive_inputs",
             )
-        table: Any = Step.__table__
-        dialect = self.session.get_bind().dialect.name
-        stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table).values(row)
-        done = self.session.execute(
-            stmt.on_conflict_do_nothing(index_elements=["run_id", "step_id"])
-        )
+        done = self.session.execute(_insert_once(self.session.get_bind().dialect.name), row)
         if not getattr(done, "rowcount", 0):
             return None  # already scheduled in this turn: a join runs once
         self.add_steps([row], inserted=True)
@@ -526,6 +522,13 @@ class Scheduler:
 
         self.dispatchable.extend(run_ended(self.session, self.run, self.now))
         return True
+
+
+@functools.lru_cache(maxsize=4)
+def _insert_once(dialect: str) -> Any:
+    table: Any = Step.__table__
+    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert_(table).on_conflict_do_nothing(index_elements=["run_id", "step_id"])
 
 
 def _same_component(graph: Graph, a: str, b: str) -> bool:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, bindparam, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
@@ -145,7 +146,13 @@ def lock_row(session: Session, model: Any, row_id: str, *, options: Sequence[Any
     PostgreSQL takes a row lock; on SQLite the transaction already holds the database's
     write lock (BEGIN IMMEDIATE), which is stronger.
     """
-    stmt = select(model).where(model.id == row_id).options(*options)
-    if session.get_bind().dialect.name != "sqlite":
-        stmt = stmt.with_for_update()
-    return session.execute(stmt).scalar_one_or_none()
+    locking = session.get_bind().dialect.name != "sqlite"
+    stmt = _lock_statement(model, tuple(options), locking)
+    return session.execute(stmt, {"lock_id": row_id}).scalar_one_or_none()
+
+
+@functools.lru_cache(maxsize=64)
+def _lock_statement(model: Any, options: tuple[Any, ...], locking: bool) -> Any:
+    # Built once per shape: on the hot path, building the statement cost more than running it.
+    stmt = select(model).where(model.id == bindparam("lock_id")).options(*options)
+    return stmt.with_for_update() if locking else stmt

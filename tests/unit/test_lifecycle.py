@@ -21,6 +21,7 @@ from engine.lifecycle import (
     RunStatus,
     StepState,
     transition,
+    transition_returning,
 )
 
 S = StepState
@@ -241,20 +242,16 @@ def test_expect_cannot_widen(
     assert _read(engine, Step, step_id).state == expect[-1]
 
 
-def test_where_fences_on_the_attempt(engine: Engine, ids: dict[str, str]) -> None:
+def test_attempt_fences_the_move(engine: Engine, ids: dict[str, str]) -> None:
     step_id = ids["step"]
     _set(engine, Step, step_id, state=S.RUNNING, attempt=2)
     with Session(engine) as s, s.begin():
-        stale = transition(
-            s, STEP, Step, step_id, S.COMPLETED, where=[Step.attempt == 1], values={"reason": "x"}
-        )
+        stale = transition(s, STEP, Step, step_id, S.COMPLETED, attempt=1, values={"reason": "x"})
     assert stale == 0
     row = _read(engine, Step, step_id)
     assert (row.state, row.reason) == (S.RUNNING, None)
     with Session(engine) as s, s.begin():
-        current = transition(
-            s, STEP, Step, step_id, S.COMPLETED, where=[Step.attempt == 2], values={"reason": "y"}
-        )
+        current = transition(s, STEP, Step, step_id, S.COMPLETED, attempt=2, values={"reason": "y"})
     assert current == 1
     row = _read(engine, Step, step_id)
     assert (row.state, row.reason) == (S.COMPLETED, "y")
@@ -290,3 +287,31 @@ def test_transition_of_many_rows_moves_only_the_eligible(
     }
     with Session(engine) as s, s.begin():
         assert transition(s, STEP, Step, [], S.SKIPPED) == 0
+
+
+def test_a_loaded_row_takes_the_values_of_its_move(engine: Engine, ids: dict[str, str]) -> None:
+    step_id = ids["step"]
+    _set(engine, Step, step_id, state=S.QUEUED, attempt=0)
+    with Session(engine) as s, s.begin():
+        step = s.get(Step, step_id)
+        assert step is not None
+        assert transition(s, STEP, Step, step_id, S.RUNNING, values={"worker": "w:1"}) == 1
+        # No refresh: the object in the session already holds what was written.
+        assert (step.state, step.worker) == (S.RUNNING, "w:1")
+        assert step not in s.dirty
+
+
+def test_transition_returning_bumps_the_attempt_and_returns_the_row(
+    engine: Engine, ids: dict[str, str]
+) -> None:
+    step_id = ids["step"]
+    _set(engine, Step, step_id, state=S.QUEUED, attempt=3)
+    with Session(engine) as s, s.begin():
+        row = transition_returning(
+            s, STEP, Step, step_id, S.RUNNING, values={"worker": "w:2"}, bump_attempt=True
+        )
+        assert row is not None
+        assert (row.id, row.state, row.attempt, row.worker) == (step_id, S.RUNNING, 4, "w:2")
+        again = transition_returning(s, STEP, Step, step_id, S.RUNNING, expect=[S.QUEUED])
+        assert again is None  # no longer queued: the compare-and-set refuses
+    assert _read(engine, Step, step_id).attempt == 4
