@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, inspect, update
+from sqlalchemy import bindparam, inspect, literal, or_, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -236,9 +236,12 @@ def _statement(
     # Built (and compiled) once per shape: constructing and caching a fresh UPDATE per
     # call cost more CPU than the round trip to the database for a short block.
     c = table.c
+    # The source states as plain comparisons with fixed values: an IN list would be
+    # expanded again at every execution.
+    state = or_(*(c[column] == literal(source) for source in sources))
     stmt = update(table).where(
         c.id.in_(bindparam("w_ids", expanding=True)) if many else c.id == bindparam("w_id"),
-        c[column].in_(sources),
+        state,
     )
     if fenced:
         stmt = stmt.where(c.attempt == bindparam("w_fence"))

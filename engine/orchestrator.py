@@ -10,6 +10,7 @@ fails the rows stay ``queued`` and the outbox sweeper publishes them again.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -52,6 +53,9 @@ from engine.usage import add_usage
 
 log = logging.getLogger("quorum.orchestrator")
 
+
+# How often a chain run in-process nudges event listeners (see ``_notify``).
+NOTIFY_EVERY_S = 0.05
 
 # The database went away under us: retry the message later, settle nothing. A session
 # whose connection broke mid-transaction raises PendingRollbackError, not a DBAPIError.
@@ -125,6 +129,7 @@ class Orchestrator:
     _pending_revoke: list[Work] = field(default_factory=list)
     _retried: bool = False
     _touched: set[str] = field(default_factory=set)
+    _notified_at: float = 0.0
     # run_step: may the settle claim a successor to run in-process (and which it claimed).
     _keep_next: bool = False
     _next: Job | None = None
@@ -192,13 +197,12 @@ class Orchestrator:
         # One message at a time per process (prefork pool): the pending lists are ours.
         self._pending_publish, self._pending_revoke = [], []
         self._retried = retried
-        self._touched = set()
         self._next = None
         try:
             fn(row_id)
             self._publish(self._pending_publish)
             self._revoke(self._pending_revoke)
-            self._notify()
+            self._notify(force=self._next is None)
             return self._next
         except DATABASE_AWAY:
             raise  # the database is away: let the task adapter retry; nothing was settled
@@ -819,11 +823,19 @@ class Orchestrator:
                 "publish failed; left to the outbox", extra={"count": len(work)}, exc_info=True
             )
 
-    def _notify(self) -> None:
+    def _notify(self, *, force: bool) -> None:
+        # A chain run in-process settles a step every few milliseconds: one nudge per
+        # NOTIFY_EVERY_S is enough for listeners (they read every event from the table),
+        # and the last step of the chain always nudges.
         if not self._touched:
             return
+        now = time.monotonic()
+        if not force and now - self._notified_at < NOTIFY_EVERY_S:
+            return
+        self._notified_at = now
+        touched, self._touched = sorted(self._touched), set()
         try:
-            self.events.notify(sorted(self._touched))
+            self.events.notify(touched)
         except Exception:  # listeners poll anyway
             log.debug("event notification failed", exc_info=True)
 
