@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -273,7 +274,7 @@ class Orchestrator:
             self._touched.add(run.id)
             return self._job_of(step, run)
 
-    def _job_of(self, step: Step, run: Run) -> Job:
+    def _job_of(self, step: Any, run: Run) -> Job:
         block = self._graph(run).by_id[step.block_id]
         return _step_job(step, run, block, n_consensus=n_consensus_of(block.config))
 
@@ -368,6 +369,8 @@ class Orchestrator:
                             s, RUN, Run, run.id, RunStatus.RUNNING, expect=[RunStatus.STARTED]
                         )
                         run.status = RunStatus.RUNNING
+                    if self._keep_next and session is None:
+                        sched.claim_for = self.worker
                     resolved = self._apply(s, sched, job, result, now, duration)
                     if resolved is not None:
                         sched.step_resolved(resolved)
@@ -399,6 +402,14 @@ class Orchestrator:
 
     def _claim_successor(self, s: Session, sched: Scheduler, run: Run, now: datetime) -> None:
         """Claim one step this settle made ready, to run next in this process."""
+        # No message for it: if this process dies while running it, the broker gives the
+        # message this process is handling back (acks_late, reject_on_worker_lost), and
+        # whoever gets it finds that step done, its holder dead, and this one running
+        # under the same holder (``_claim``). The outbox sweeper is the last resort.
+        if sched.claimed is not None:
+            # Created already claimed by this process (Scheduler.claim_for).
+            self._next = self._job_of(SimpleNamespace(**sched.claimed), run)
+            return
         ready = next(
             (
                 w
@@ -414,10 +425,6 @@ class Orchestrator:
             return
         record_steps(s, run.id, [ready.id])
         self._next = self._job_of(c.row, run)
-        # No message for it: if this process dies while running it, the broker gives the
-        # message this process is handling back (acks_late, reject_on_worker_lost), and
-        # whoever gets it finds that step done, its holder dead, and this one running
-        # under the same holder (``_claim``). The outbox sweeper is the last resort.
         sched.dispatchable.remove(ready)
 
     def _apply(

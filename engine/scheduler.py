@@ -87,6 +87,11 @@ class Scheduler:
     # (while any is, the turn cannot be over: no need to count open steps).
     created: set[str] = field(default_factory=set)
     opened: int = 0
+    # A worker that will run one new step itself: the first lone successor (see _follow)
+    # is created already claimed by it (running, attempt 1) instead of queued, and kept
+    # in ``claimed``; it gets no message.
+    claim_for: str | None = None
+    claimed: dict[str, Any] | None = None
     _items_cache: dict[str, list[Any]] = field(default_factory=dict)
 
     # -- creating steps -------------------------------------------------------------
@@ -226,6 +231,14 @@ class Scheduler:
         if step.state == StepState.COMPLETED and e.source_handle in step.active:
             value = wrap({"_": step.outputs.get(e.source_handle)})["_"]
             row = self.step_row(block, scope=step.scope, visit=1, inputs={e.target_handle: value})
+            if self.claim_for and self.claimed is None and row["state"] == StepState.QUEUED:
+                row.update(
+                    state=StepState.RUNNING,
+                    attempt=1,
+                    worker=self.claim_for,
+                    started_at=self.now,
+                )
+                self.claimed = row
         else:
             row = self.step_row(
                 block,
@@ -237,6 +250,8 @@ class Scheduler:
             )
         done = self.session.execute(_insert_once(self.session.get_bind().dialect.name), row)
         if not getattr(done, "rowcount", 0):
+            if self.claimed is row:
+                self.claimed = None
             return None  # already scheduled in this turn: a join runs once
         self.add_steps([row], inserted=True)
         return row
