@@ -542,24 +542,24 @@ class Orchestrator:
 
     def _run_attempt(self, attempt_id: str) -> None:
         now = utcnow()
-        with self.db.transaction() as s:
+        # Each write here is one statement: no BEGIN/COMMIT round trips (Database.autocommit).
+        with self.db.autocommit() as s:
+            owner_job = None
             c = self._claim(s, ConsensusAttempt, attempt_id, now)
-            if c is None:
-                return
-            att = c.row
-            owner_job = self._owner_job(s, att) if att else None
-            if att is None or owner_job is None:
-                finish(
-                    s,
-                    ConsensusAttempt,
-                    attempt_id,
-                    StepState.CANCELLED,
-                    attempt=c.attempt,
-                    values={"reason": "owner_ended"},
-                )
-                return
-            index = att.index
-        self._call_attempt(attempt_id, c.attempt, owner_job, index)
+            if c is not None:
+                owner_job = self._owner_job(s, c.row)
+                if owner_job is None:
+                    finish(
+                        s,
+                        ConsensusAttempt,
+                        attempt_id,
+                        StepState.CANCELLED,
+                        attempt=c.attempt,
+                        values={"reason": "owner_ended"},
+                    )
+            s.commit()
+        if c is not None and owner_job is not None:
+            self._call_attempt(attempt_id, c.attempt, owner_job, int(c.row.index))
 
     def _call_attempt(self, attempt_id: str, attempt: int, owner: Job, index: int) -> None:
         request = model_request(owner.block, owner.inputs, attempt=index)
