@@ -1,4 +1,4 @@
-"""Bearer API keys on every /v1 route."""
+"""Bearer API keys on every /v1 route (checked keys are cached: see api.keycache)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,16 @@ def require_principal() -> None:
         raise ApiProblem(
             401, "an API key is required: Authorization: Bearer <key>", headers=challenge
         )
-    with runtime().db.transaction() as s:
-        found = authenticate(s, token.strip())
+    token = token.strip()
+    rt = runtime()
+    cache = rt.key_cache()
+    found = cache.get(token) if cache is not None else None
+    if found is None:
+        generation = cache.generation if cache is not None else 0
+        with rt.db.autocommit() as s:
+            found = authenticate(s, token)
+        if found is not None and cache is not None:
+            cache.put(token, found, generation)
     if found is None:
         challenge["WWW-Authenticate"] += ', error="invalid_token"'
         raise ApiProblem(401, "the API key is unknown, malformed or revoked", headers=challenge)

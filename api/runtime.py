@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
+from api.keycache import KeyCache, RevocationListener, start_key_cache
 from engine.db.session import Database
 from engine.events import EventBus
 from engine.ports import Dispatcher, Work
@@ -29,9 +31,40 @@ class ApiRuntime:
     dispatcher: Dispatcher
     events: EventBus
     limiter: RateLimiter | None = None
+    _keys: KeyCache | None = None
+    _listener: RevocationListener | None = None
+    _keys_started: bool = False
+    _keys_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def key_cache(self) -> KeyCache | None:
+        """This process's cache of checked API keys, None where there is none.
+
+        Started on first use, so that its listener thread and connection belong to the
+        process that serves (a gunicorn worker, after the fork).
+        """
+        if not self._keys_started:
+            with self._keys_lock:
+                if not self._keys_started:
+                    started = start_key_cache(self.settings, self.db.engine)
+                    if started is not None:
+                        self._keys, self._listener = started
+                    self._keys_started = True
+        return self._keys
 
     def publish(self, model: Any, work: Sequence[Work]) -> bool:
         """Publish committed rows, then mark them queued; False leaves them to the outbox."""
+        if not self.dispatch(work):
+            return False
+        if work:
+            with self.db.transaction() as s:
+                mark_queued(s, model, [w.id for w in work])
+        return True
+
+    def dispatch(self, work: Sequence[Work]) -> bool:
+        """Publish committed rows (no more); False when the broker did not take them.
+
+        The rows stay ``pending`` then, and the outbox publishes them later.
+        """
         if not work:
             return True
         if self.settings.has_fault("api.crash_after_commit"):
@@ -42,8 +75,6 @@ class ApiRuntime:
         except Exception:
             log.warning("publish failed; the outbox will publish the rows", exc_info=True)
             return False
-        with self.db.transaction() as s:
-            mark_queued(s, model, [w.id for w in work])
         return True
 
     def revoke(self, work: Sequence[Work]) -> None:
@@ -56,6 +87,10 @@ class ApiRuntime:
             log.warning("revoke failed", exc_info=True)
 
     def close(self) -> None:
+        with self._keys_lock:
+            self._keys_started = True  # a request still in flight starts no new listener
+            if self._listener is not None:
+                self._listener.close()
         self.db.close()
         if self.limiter is not None:
             self.limiter.close()

@@ -8,13 +8,16 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from engine.clock import utcnow
 from engine.db.models import ApiKey, Organization
 
 KEY_SCHEME = "qk"
+# PostgreSQL NOTIFY channel: the prefix of every key revoked, as its transaction commits,
+# so that API processes drop the key from their caches (see api.keycache).
+REVOKED_CHANNEL = "quorum_api_key_revoked"
 PREFIX_BYTES = 6
 SECRET_BYTES = 24
 
@@ -68,7 +71,18 @@ def revoke_key(s: Session, prefix: str) -> bool:
     if key is None or key.revoked_at is not None:
         return False
     key.revoked_at = utcnow()
+    if s.get_bind().dialect.name == "postgresql":
+        # Delivered when (and only if) the revocation commits.
+        s.execute(select(func.pg_notify(REVOKED_CHANNEL, prefix)))
     return True
+
+
+# Built once: every authenticated request runs it.
+_LOOKUP = (
+    select(ApiKey.key_hash, ApiKey.revoked_at, Organization.id, Organization.name)
+    .join(Organization, Organization.id == ApiKey.organization_id)
+    .where(ApiKey.prefix == bindparam("prefix"))
+)
 
 
 def authenticate(s: Session, key: str) -> Principal | None:
@@ -76,11 +90,7 @@ def authenticate(s: Session, key: str) -> Principal | None:
     if split is None:
         return None
     prefix, secret = split
-    row = s.execute(
-        select(ApiKey.key_hash, ApiKey.revoked_at, Organization.id, Organization.name)
-        .join(Organization, Organization.id == ApiKey.organization_id)
-        .where(ApiKey.prefix == prefix)
-    ).first()
+    row = s.connection().execute(_LOOKUP, {"prefix": prefix}).first()
     if row is None:
         # Compare anyway so that unknown and wrong keys take the same time.
         hmac.compare_digest(hash_secret(secret), hash_secret(""))

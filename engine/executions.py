@@ -7,25 +7,22 @@ whatever happens to the draft afterwards.
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from engine.blocks import CONSENSUS_SIZES, MODEL_TYPES, n_consensus_of
 from engine.clock import utcnow
-from engine.db.models import BlockExecution, Step, Workflow
+from engine.db.models import BlockExecution
 from engine.errors import Conflict, FieldError, Invalid, NotFound
-from engine.graph import Graph, parse_graph, upstream_drift
+from engine.ids import new_id
 from engine.lifecycle import STEP, StepState, transition
 from engine.pages import Page, paginate
 from engine.ports import Work, WorkKind
-from engine.runs import get_run
+from engine.rerun import RanStep, drift, inputs_from_upstream, load_source, ran_steps
 
 RERUNNABLE = frozenset({"function", "extract", "classifier", "split", "router", "end", "start"})
-_NUMBERS = re.compile(r"(\d+)")
-RAN = (StepState.COMPLETED, StepState.ERROR, StepState.RUNNING, StepState.CANCELLED)
 
 
 def get_execution(s: Session, org_id: str, execution_id: str) -> BlockExecution:
@@ -33,6 +30,19 @@ def get_execution(s: Session, org_id: str, execution_id: str) -> BlockExecution:
     if ex is None or ex.organization_id != org_id:
         raise NotFound(f"block execution {execution_id} not found")
     return ex
+
+
+# On the table, not the mapped class: executed with a dict, the class would take the ORM's
+# bulk path, all bookkeeping for one row.
+_INSERT = insert(cast(Table, BlockExecution.__table__))
+# The compare-and-set of engine.lifecycle.transition for this one move, built once.
+_MARK_QUEUED = (
+    update(BlockExecution)
+    .where(BlockExecution.id == bindparam("row_id"), BlockExecution.state == StepState.PENDING)
+    .values(state=StepState.QUEUED, queued_at=bindparam("queued_at"))
+    .execution_options(synchronize_session=False)
+)
+assert STEP.allowed(StepState.PENDING, StepState.QUEUED)
 
 
 def create_execution(
@@ -45,14 +55,18 @@ def create_execution(
     n_consensus: int | None = None,
     verify_upstream: bool = True,
 ) -> tuple[BlockExecution, list[Work]]:
-    run = get_run(s, org_id, run_id)
-    wf = s.get(Workflow, run.workflow_id)
-    if wf is None or wf.organization_id != org_id:
-        raise NotFound(f"run {run_id} not found")
-    draft = parse_graph(wf.draft, max_blocks=10_000)
+    """Insert the execution ``pending`` (one INSERT, nothing read back).
+
+    The returned row is what was stored, not attached to ``s``: the caller answers with
+    it instead of reading it again.
+    """
+    src = load_source(s, org_id, run_id)
+    draft = src.draft
     block = draft.by_id.get(block_id)
     if block is None:
-        raise NotFound(f"block {block_id} is not in the current draft of workflow {wf.id}")
+        raise NotFound(
+            f"block {block_id} is not in the current draft of workflow {src.workflow_id}"
+        )
     if block.type not in RERUNNABLE:
         raise Invalid(
             f"a {block.type} block cannot be executed on its own",
@@ -79,35 +93,22 @@ def create_execution(
                 errors=[FieldError(loc=("body", "n_consensus"), msg="must be 3, 5 or 7")],
             )
         config["n_consensus"] = n_consensus
-    run_graph = parse_graph(run.config, max_blocks=10_000)
     if verify_upstream:
-        drift = upstream_drift(run_graph, draft, block_id)
-        if block_id not in run_graph.by_id:
-            # A block new in the draft: its incoming edges are new by definition and are
-            # exactly what its inputs are assembled along; only what lies above them drifts.
-            into = {e.label() for e in draft.incoming(block_id)}
-            drift["edges"] = [e for e in drift["edges"] if e not in into]
-        if drift["blocks"] or drift["edges"]:
+        found = drift(src, block_id)
+        if found["blocks"] or found["edges"]:
             raise Conflict(
                 "the draft differs upstream of this block from the run's config; "
                 "send verify_upstream: false to run anyway",
-                extra={"drift": drift},
+                extra={"drift": {k: list(v) for k, v in found.items()}},
             )
-    steps = sorted(
-        s.scalars(
-            select(Step).where(
-                Step.run_id == run.id, Step.block_id == block_id, Step.state.in_(RAN)
-            )
-        ),
-        key=lambda st: (st.turn_index, _natural(st.step_id)),
-    )
+    steps = ran_steps(s, src.run_id, block_id, step_id)
     available = [st.step_id for st in steps]
-    chosen: Step | None = None
+    chosen: RanStep | None = None
     if step_id is not None:
         chosen = next((st for st in steps if st.step_id == step_id), None)
         if chosen is None:
             raise Invalid(
-                f"{step_id!r} is not a step of block {block_id} in run {run.id}",
+                f"{step_id!r} is not a step of block {block_id} in run {run_id}",
                 errors=[
                     FieldError(loc=("body", "step_id"), msg="not a step of this block in this run")
                 ],
@@ -124,73 +125,44 @@ def create_execution(
     elif steps:
         chosen = steps[0]
     inputs = (
-        dict(chosen.inputs or {}) if chosen else _inputs_from_upstream(s, run.id, draft, block_id)
+        dict(chosen.inputs or {}) if chosen else inputs_from_upstream(s, run_id, draft, block_id)
     )
-    ex = BlockExecution(
-        organization_id=org_id,
-        workflow_id=wf.id,
-        run_id=run.id,
-        block_id=block_id,
-        block_type=block.type,
-        workflow_version=run.version,
-        step_id=chosen.step_id if chosen else None,
-        available_iterations=available if len(available) > 1 else None,
-        block_config=config,
-        inputs=inputs,
-        n_consensus=n_consensus_of(config),
-        state=StepState.PENDING,
-    )
-    s.add(ex)
-    s.flush()
-    return ex, [Work(kind=WorkKind.EXECUTION, id=ex.id)]
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "organization_id": org_id,
+        "workflow_id": src.workflow_id,
+        "run_id": run_id,
+        "block_id": block_id,
+        "block_type": block.type,
+        "workflow_version": src.version,
+        "step_id": chosen.step_id if chosen else None,
+        "available_iterations": available if len(available) > 1 else None,
+        "block_config": config,
+        "inputs": inputs,
+        "n_consensus": n_consensus_of(config),
+        "state": StepState.PENDING,
+        "attempt": 0,
+        "open_children": 0,
+        "created_at": utcnow(),
+    }
+    # Plain statements on the session's connection throughout: the ORM's unit of work and
+    # result processing would only add bookkeeping to a few columns and one row.
+    s.connection().execute(_INSERT, values)
+    return BlockExecution(**values), [Work(kind=WorkKind.EXECUTION, id=values["id"])]
 
 
-def _natural(step_id: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key of a step id by its numbers: pages[2] before pages[10], x~2 before x~10."""
-    return tuple(
-        (0, int(part)) if part.isdigit() else (1, part) for part in _NUMBERS.split(step_id) if part
-    )
+def mark_queued(s: Session, ex: BlockExecution) -> bool:
+    """After a successful publish: pending -> queued, on the row and on ``ex``.
 
-
-def _inputs_from_upstream(s: Session, run_id: str, draft: Graph, block_id: str) -> dict[str, Any]:
-    """A block new in the draft: its inputs are the run's outputs along the draft's edges."""
-    incoming = draft.incoming(block_id)
-    sources = {e.source for e in incoming}
-    latest: dict[str, Step] = {}
-    for st in s.scalars(
-        select(Step)
-        .where(
-            Step.run_id == run_id,
-            Step.block_id.in_(sources),
-            Step.state == StepState.COMPLETED,
-            Step.scope == "",
-        )
-        .order_by(Step.turn_index, Step.visit)
-    ):
-        latest[st.block_id] = st
-    inputs: dict[str, Any] = {}
-    missing: list[FieldError] = []
-    for e in incoming:
-        src = latest.get(e.source)
-        outputs = (src.outputs or {}) if src else {}
-        if src is None or e.source_handle not in outputs:
-            missing.append(
-                FieldError(
-                    loc=("body", "block_id"),
-                    msg=f"no output {e.source}.{e.source_handle} in the run"
-                    f" for input {e.target_handle!r}",
-                )
-            )
-        else:
-            inputs.setdefault(e.target_handle, outputs[e.source_handle])
-    if missing or not incoming:
-        raise Invalid(
-            f"block {block_id} did not run in this run and its inputs cannot be assembled "
-            "from the run's outputs",
-            errors=missing
-            or [FieldError(loc=("body", "block_id"), msg="the block has no incoming edges")],
-        )
-    return inputs
+    False when the row had already moved on (a worker claimed it first: its claim goes
+    pending -> queued -> running itself).
+    """
+    now = utcnow()
+    result = s.connection().execute(_MARK_QUEUED, {"row_id": ex.id, "queued_at": now})
+    if not getattr(result, "rowcount", 0):
+        return False
+    ex.state, ex.queued_at = StepState.QUEUED, now
+    return True
 
 
 def list_executions(

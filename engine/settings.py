@@ -38,6 +38,10 @@ class Settings:
     # Requests per minute per API key (a fixed one-minute window); 0 turns limiting off.
     # Counted in Redis when ``redis_url`` is set, else in each API process's memory.
     rate_limit_per_minute: int = 1200
+    # How long an API process may keep a key it checked without reading it again; 0 reads
+    # every request's key. Revocations by ``quorum keys revoke`` reach it at once anyway
+    # (PostgreSQL only; see api.keycache); this bounds any other change of a key.
+    auth_cache_s: float = 10.0
     # A pending/queued row older than this is assumed lost by the broker and re-published.
     outbox_after_s: float = 60.0
     # A running row whose holder cannot be proven alive is taken over after this long.

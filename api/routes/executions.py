@@ -12,8 +12,6 @@ from api.registry import registry
 from api.runtime import runtime
 from api.schemas import CreateExecution, ExecutionsQuery
 from engine import executions as svc
-from engine.db.models import BlockExecution
-from engine.lifecycle import StepState
 
 bp = Blueprint("executions", __name__)
 route = registry.route
@@ -37,7 +35,8 @@ def _read(execution_id: str) -> dict[str, Any]:
 )
 def create_execution(body: CreateExecution) -> Any:
     rt = runtime()
-    with rt.db.transaction() as s:
+    # One connection, no read-back: two reads, the INSERT, the publish, the "queued" mark.
+    with rt.db.autocommit() as s:
         ex, work = svc.create_execution(
             s,
             current().organization_id,
@@ -47,16 +46,23 @@ def create_execution(body: CreateExecution) -> Any:
             n_consensus=body.n_consensus,
             verify_upstream=body.verify_upstream,
         )
-        execution_id = ex.id
-    rt.publish(BlockExecution, work)
-    with rt.db.transaction() as s:
-        ex = svc.get_execution(s, current().organization_id, execution_id)
-        out = views.execution(ex)
-        if out["lifecycle"]["state"] not in (StepState.PENDING, StepState.QUEUED):
-            # A worker took the row (or even finished it) before this answer: answer with the
-            # execution as it was handed to the broker, as a 202 promises; GET shows the rest.
-            out = views.execution_as_queued(ex)
-    return out
+        # Committed before any message names the row: a worker never finds it missing,
+        # and a publish that fails (or a process that dies here) leaves a pending row for
+        # the outbox.
+        s.commit()
+        if not rt.dispatch(work):
+            return views.execution(ex)  # pending: the outbox publishes it later
+        # The mark makes "queued" mean "handed to the broker", as the contract says; a
+        # pending row would read as never dispatched. It is its own one-statement commit:
+        # losing it (a crash right here) leaves the row pending, which the worker's claim
+        # and the outbox both handle, and a duplicate message is harmless.
+        queued = svc.mark_queued(s, ex)
+        s.commit()
+    if not queued:
+        # A worker took the row (or even finished it) before the mark: answer with the
+        # execution as it was handed to the broker, as a 202 promises; GET shows the rest.
+        return views.execution_as_queued(ex)
+    return views.execution(ex)
 
 
 @route(

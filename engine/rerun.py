@@ -1,0 +1,197 @@
+"""What re-running a block reads: its run, the current draft, the drift between them, and
+the steps of the block in the run (or, for a block new in the draft, its upstream outputs).
+
+Reads only. Parsed graphs and drift checks are kept in memory, keyed by what changes
+whenever they would, so that a repeated re-run pays for the rows it reads and no more.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, case, func, select
+from sqlalchemy.orm import Session
+
+from engine.db.models import Run, Step, Workflow
+from engine.errors import FieldError, Invalid, NotFound
+from engine.graph import Graph, parse_graph, upstream_drift
+from engine.lifecycle import StepState
+from engine.memo import Memo
+
+_NUMBERS = re.compile(r"(\d+)")
+RAN = (StepState.COMPLETED, StepState.ERROR, StepState.RUNNING, StepState.CANCELLED)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Source:
+    """What an execution needs of its run and of the run's workflow."""
+
+    run_id: str
+    version: int | None
+    workflow_id: str
+    workflow_updated_at: datetime
+    run_graph: Graph
+    draft: Graph
+
+
+# Parsing a graph and fingerprinting its blocks costs more than reading it: keep the
+# results, keyed by what changes whenever the graph does. A run's config never changes
+# after the run is created; any change of a draft moves its workflow's ``updated_at``.
+# Sized for the runs being worked on at a time: a graph may hold hundreds of blocks.
+_RUN_GRAPHS: Memo[str, Graph] = Memo(128)
+_DRAFTS: Memo[tuple[str, datetime], Graph] = Memo(64)
+_DRIFTS: Memo[tuple[str, str, datetime, str], dict[str, list[str]]] = Memo(1024)
+
+
+def _parse(data: dict[str, Any]) -> Graph:
+    return parse_graph(data, max_blocks=10_000)
+
+
+def _source_statement(with_config: bool) -> Any:
+    columns: list[Any] = [
+        Run.organization_id,
+        Run.version,
+        Run.workflow_id,
+        Workflow.organization_id.label("workflow_org"),
+        Workflow.updated_at,
+        Workflow.draft,
+    ]
+    if with_config:
+        columns.append(Run.config)
+    return (
+        select(*columns)
+        .join(Workflow, Workflow.id == Run.workflow_id)
+        .where(Run.id == bindparam("run_id"))
+    )
+
+
+# Built once: SQLAlchemy then reuses their compiled form without walking them again.
+_SOURCE = {with_config: _source_statement(with_config) for with_config in (True, False)}
+_RAN_STEPS = {
+    by_id: select(
+        Step.step_id,
+        Step.turn_index,
+        case(
+            (
+                Step.step_id == bindparam("step_id")
+                if by_id
+                # Without a step id only a block that ran once has usable inputs.
+                else func.count().over() == 1,
+                Step.inputs,
+            )
+        ).label("inputs"),
+    ).where(
+        Step.run_id == bindparam("run_id"),
+        Step.block_id == bindparam("block_id"),
+        Step.state.in_(RAN),
+    )
+    for by_id in (True, False)
+}
+
+
+def load_source(s: Session, org_id: str, run_id: str) -> Source:
+    """The run and its workflow in one statement; the run's config only when not known."""
+    run_graph = _RUN_GRAPHS.peek(run_id)
+    row = s.connection().execute(_SOURCE[run_graph is None], {"run_id": run_id}).first()
+    if row is None or row.organization_id != org_id or row.workflow_org != org_id:
+        raise NotFound(f"run {run_id} not found")
+    if run_graph is None:
+        run_graph = _RUN_GRAPHS.get(run_id, lambda: _parse(row.config))
+    updated_at: datetime = row.updated_at
+    return Source(
+        run_id=run_id,
+        version=row.version,
+        workflow_id=row.workflow_id,
+        workflow_updated_at=updated_at,
+        run_graph=run_graph,
+        draft=_DRAFTS.get((row.workflow_id, updated_at), lambda: _parse(row.draft)),
+    )
+
+
+def drift(src: Source, block_id: str) -> dict[str, list[str]]:
+    """Blocks and edges upstream of the block that differ between the run and the draft.
+
+    Shared between requests: read it, never change it.
+    """
+    key = (src.run_id, src.workflow_id, src.workflow_updated_at, block_id)
+    return _DRIFTS.get(key, lambda: _drift(src, block_id))
+
+
+def _drift(src: Source, block_id: str) -> dict[str, list[str]]:
+    drift = upstream_drift(src.run_graph, src.draft, block_id)
+    if block_id not in src.run_graph.by_id:
+        # A block new in the draft: its incoming edges are new by definition and are
+        # exactly what its inputs are assembled along; only what lies above them drifts.
+        into = {e.label() for e in src.draft.incoming(block_id)}
+        drift["edges"] = [e for e in drift["edges"] if e not in into]
+    return drift
+
+
+@dataclass(frozen=True, kw_only=True)
+class RanStep:
+    step_id: str
+    turn_index: int
+    inputs: dict[str, Any] | None
+
+
+def ran_steps(s: Session, run_id: str, block_id: str, step_id: str | None) -> list[RanStep]:
+    """The steps of the block that ran, in order; inputs only of the one that can be used.
+
+    A block that ran 10,000 times in a for_each would otherwise ship 10,000 inputs to
+    build an answer that names one step, or none (the 422 asking to choose).
+    """
+    params = {"run_id": run_id, "block_id": block_id, "step_id": step_id}
+    rows = s.connection().execute(_RAN_STEPS[step_id is not None], params).all()
+    steps = [RanStep(step_id=r.step_id, turn_index=r.turn_index, inputs=r.inputs) for r in rows]
+    return sorted(steps, key=lambda st: (st.turn_index, _natural(st.step_id)))
+
+
+def _natural(step_id: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key of a step id by its numbers: pages[2] before pages[10], x~2 before x~10."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part) for part in _NUMBERS.split(step_id) if part
+    )
+
+
+def inputs_from_upstream(s: Session, run_id: str, draft: Graph, block_id: str) -> dict[str, Any]:
+    """A block new in the draft: its inputs are the run's outputs along the draft's edges."""
+    incoming = draft.incoming(block_id)
+    sources = {e.source for e in incoming}
+    latest: dict[str, Step] = {}
+    for st in s.scalars(
+        select(Step)
+        .where(
+            Step.run_id == run_id,
+            Step.block_id.in_(sources),
+            Step.state == StepState.COMPLETED,
+            Step.scope == "",
+        )
+        .order_by(Step.turn_index, Step.visit)
+    ):
+        latest[st.block_id] = st
+    inputs: dict[str, Any] = {}
+    missing: list[FieldError] = []
+    for e in incoming:
+        src = latest.get(e.source)
+        outputs = (src.outputs or {}) if src else {}
+        if src is None or e.source_handle not in outputs:
+            missing.append(
+                FieldError(
+                    loc=("body", "block_id"),
+                    msg=f"no output {e.source}.{e.source_handle} in the run"
+                    f" for input {e.target_handle!r}",
+                )
+            )
+        else:
+            inputs.setdefault(e.target_handle, outputs[e.source_handle])
+    if missing or not incoming:
+        raise Invalid(
+            f"block {block_id} did not run in this run and its inputs cannot be assembled "
+            "from the run's outputs",
+            errors=missing
+            or [FieldError(loc=("body", "block_id"), msg="the block has no incoming edges")],
+        )
+    return inputs
