@@ -543,7 +543,7 @@ class Orchestrator:
     def _run_attempt(self, attempt_id: str) -> None:
         now = utcnow()
         # Each write here is one statement: no BEGIN/COMMIT round trips (Database.autocommit).
-        with self.db.autocommit() as s:
+        with self.db.autocommit(durable=False) as s:
             owner_job = None
             c = self._claim(s, ConsensusAttempt, attempt_id, now)
             if c is not None:
@@ -663,7 +663,7 @@ class Orchestrator:
         now = utcnow()
         # The claim is one statement: committed by itself, without BEGIN and COMMIT round
         # trips (see Database.autocommit), which were a quarter of a short block's cost.
-        with self.db.autocommit() as s:
+        with self.db.autocommit(durable=False) as s:
             c = self._claim(s, BlockExecution, execution_id, now)
             s.commit()
         if c is None:

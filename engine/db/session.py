@@ -96,6 +96,8 @@ class Database:
         self.settings = settings
         self.url = settings.effective_database_url
         self.engine = make_engine(self.url, pool_size=pool_size)
+        self._pool_size = pool_size
+        self._lazy: Engine | None = None
         self.sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         from engine.events import install
 
@@ -111,7 +113,7 @@ class Database:
             yield session
 
     @contextmanager
-    def autocommit(self) -> Iterator[Session]:
+    def autocommit(self, *, durable: bool = True) -> Iterator[Session]:
         """A session on one connection for a short sequence of single-statement writes.
 
         On PostgreSQL every statement commits by itself: no BEGIN and COMMIT round trips.
@@ -121,12 +123,31 @@ class Database:
         durable (a no-op here), because on SQLite (the embedded default) the session is
         transactional as everywhere else and that is where it commits. What is not
         committed when the block ends is rolled back.
+
+        ``durable=False`` is for writes whose loss in a database crash is harmless, such as
+        a claim (the row goes back to queued and is published again; a later durable
+        commit flushes it anyway): they commit without waiting for the disk.
         """
-        with self.engine.connect() as conn:
+        engine = self.engine if durable or self.is_sqlite else self._lazy_engine()
+        with engine.connect() as conn:
             if not self.is_sqlite:
                 conn.execution_options(isolation_level="AUTOCOMMIT")
             with Session(bind=conn, expire_on_commit=False, autoflush=False) as session:
                 yield session
+
+    def _lazy_engine(self) -> Engine:
+        if self._lazy is None:
+            engine = make_engine(self.url, pool_size=max(1, self._pool_size // 2))
+
+            @event.listens_for(engine, "connect")
+            def _no_disk_wait(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                cursor.execute("SET synchronous_commit TO off")
+                cursor.close()
+                dbapi_connection.commit()
+
+            self._lazy = engine
+        return self._lazy
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -135,9 +156,13 @@ class Database:
     def after_fork(self) -> None:
         # A forked child must never reuse the parent's sockets.
         self.engine.dispose(close=False)
+        if self._lazy is not None:
+            self._lazy.dispose(close=False)
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._lazy is not None:
+            self._lazy.dispose()
 
 
 def lock_row(session: Session, model: Any, row_id: str, *, options: Sequence[Any] = ()) -> Any:
