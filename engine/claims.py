@@ -58,16 +58,7 @@ def claim(
     """
     now = now or utcnow()
     # The common case, a queued row, in one statement: the compare-and-set returns the row.
-    claimed = transition_returning(
-        session,
-        STEP,
-        model,
-        row_id,
-        StepState.RUNNING,
-        expect=[StepState.QUEUED],
-        values={"worker": worker, "started_at": now},
-        bump_attempt=True,
-    )
+    claimed = _to_running(session, model, row_id, worker, now, fence=None)
     if claimed is not None:
         return Claim(
             row_id=row_id, attempt=claimed.attempt, worker=worker, taken_over=False, row=claimed
@@ -120,20 +111,29 @@ def claim(
     elif state != StepState.QUEUED:
         _note_dead(row, holder_alive, dead_holders)
         return None
-    attempt = int(row.attempt or 0) + 1
-    moved = transition(
+    claimed = _to_running(session, model, row_id, worker, now, fence=int(row.attempt or 0))
+    if claimed is None:
+        return None
+    return Claim(
+        row_id=row_id, attempt=claimed.attempt, worker=worker, taken_over=taken_over, row=claimed
+    )
+
+
+def _to_running(
+    session: Session, model: Any, row_id: str, worker: str, now: datetime, *, fence: int | None
+) -> Any | None:
+    """queued -> running for ``worker``, a new attempt number: the claim itself."""
+    return transition_returning(
         session,
         STEP,
         model,
         row_id,
         StepState.RUNNING,
         expect=[StepState.QUEUED],
-        attempt=int(row.attempt or 0),
-        values={"attempt": attempt, "worker": worker, "started_at": now},
+        attempt=fence,
+        values={"worker": worker, "started_at": now},
+        bump_attempt=True,
     )
-    if not moved:
-        return None
-    return Claim(row_id=row_id, attempt=attempt, worker=worker, taken_over=taken_over, row=row)
 
 
 def _note_dead(row: Any, holder_alive: HolderCheck, dead: set[str] | None) -> None:
