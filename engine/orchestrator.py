@@ -697,19 +697,7 @@ class Orchestrator:
         elif isinstance(result, BlockFailed):
             if self._retry(s, BlockExecution, job, result, now):
                 return
-            finish(
-                s,
-                BlockExecution,
-                job.id,
-                StepState.ERROR,
-                attempt=job.attempt,
-                now=now,
-                values={
-                    "error_type": result.error_type,
-                    "error_message": result.message,
-                    "duration_ms": duration,
-                },
-            )
+            _fail_execution(s, job, now, result.error_type, result.message, duration)
         elif isinstance(result, Outcome):
             outputs = job.raw_inputs if job.block.type == "start" else wrap(result.outputs)
             if finish(
@@ -729,19 +717,8 @@ class Orchestrator:
             ):
                 self._record_calls(s, job, result.calls)
         else:
-            finish(
-                s,
-                BlockExecution,
-                job.id,
-                StepState.ERROR,
-                attempt=job.attempt,
-                now=now,
-                values={
-                    "error_type": "unsupported_block",
-                    "error_message": f"a {job.block.type} block cannot run alone",
-                    "duration_ms": duration,
-                },
-            )
+            message = f"a {job.block.type} block cannot run alone"
+            _fail_execution(s, job, now, "unsupported_block", message, duration)
 
     def _retry(self, s: Session, model: Any, job: Job, failure: BlockFailed, now: Any) -> bool:
         """Give a failed block another attempt if its config allows one (with backoff)."""
@@ -900,6 +877,13 @@ class Orchestrator:
 
 def _bump_done(s: Session, run_id: str, n: int) -> None:
     s.execute(update(Run).where(Run.id == run_id).values(steps_done=Run.steps_done + n))
+
+
+def _fail_execution(
+    s: Session, job: Job, now: datetime, error_type: str, message: str, duration: int | None
+) -> None:
+    values = {"error_type": error_type, "error_message": message, "duration_ms": duration}
+    finish(s, BlockExecution, job.id, StepState.ERROR, attempt=job.attempt, now=now, values=values)
 
 
 def _duration(job: Job, now: datetime) -> int | None:
