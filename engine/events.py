@@ -40,17 +40,6 @@ class PollingBus:
         time.sleep(min(timeout_s, 0.5))
 
 
-def run_event(row: Run | Mapping[str, Any]) -> dict[str, Any]:
-    get = row.get if isinstance(row, Mapping) else lambda k: getattr(row, k)
-    return {
-        "run_id": get("id"),
-        "status": str(get("status")),
-        "termination_reason": get("termination_reason"),
-        "current_turn": get("current_turn"),
-        "progress": {"steps_total": get("steps_total"), "steps_done": get("steps_done")},
-    }
-
-
 def step_event(row: Step | Mapping[str, Any]) -> dict[str, Any]:
     get = row.get if isinstance(row, Mapping) else lambda k: getattr(row, k)
     return {

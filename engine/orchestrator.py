@@ -669,13 +669,8 @@ class Orchestrator:
         if c is None:
             return
         job = _execution_job(c.row)
-        if not (job.block.type in MODEL_TYPES and job.n_consensus > 1):
-            self._settle_execution(job, self._execute(job))
-            return
-        # Every attempt gets its own message (and task id): cancelling the execution
-        # revokes the execution's task, and attempts already in flight must still end.
-        with self.db.transaction() as s:
-            self._fan_out_attempts(s, None, WorkKind.EXECUTION, job, job.n_consensus, now)
+        # A consensus block's result is its fan-out (FanOutConsensus), settled like any other.
+        self._settle_execution(job, self._execute(job))
 
     def _settle_execution(
         self, job: Job, result: Result, *, session: Session | None = None
