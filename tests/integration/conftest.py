@@ -7,8 +7,6 @@ gets its own organization and API key, so tests never see each other's rows.
 
 from __future__ import annotations
 
-import itertools
-import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +18,7 @@ from sqlalchemy.engine import make_url
 
 from engine.db.migrate import upgrade
 from tests.support.fleet import Api, Fleet, fleet_env, running_fleet
-from tests.support.services import require_postgres, require_redis
-
-# Random start: concurrent test sessions on one Redis should not share a database.
-_redis_dbs = itertools.cycle(random.sample(range(1, 15), 14))
+from tests.support.services import lease_redis_db, require_postgres, require_redis
 
 
 @pytest.fixture(scope="session")
@@ -65,14 +60,14 @@ def module_database(pg_admin_url: str, pg_template: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def module_broker(redis_base_url: str) -> Iterator[str]:
-    url = make_url(redis_base_url.replace("redis://", "redis+x://"))
-    base = f"redis://{url.host or '127.0.0.1'}:{url.port or 6379}"
-    broker = f"{base}/{next(_redis_dbs)}"
-    client = redis.Redis.from_url(broker)
-    client.flushdb()
-    yield broker
-    client.flushdb()
-    client.close()
+    # A database of its own, leased so that concurrent test sessions on one Redis never
+    # flush each other's queues.
+    with lease_redis_db(redis_base_url) as broker:
+        client = redis.Redis.from_url(broker)
+        client.flushdb()
+        yield broker
+        client.flushdb()
+        client.close()
 
 
 @pytest.fixture(scope="module")

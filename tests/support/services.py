@@ -7,7 +7,9 @@ same situation is a failure, so a broken CI environment cannot pass by skipping.
 from __future__ import annotations
 
 import os
+import random
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
@@ -90,3 +92,43 @@ def temp_database(admin_url: str) -> Iterator[str]:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+# Databases 1-14 of the test Redis are handed out to test modules; the leases live in
+# the database of ``QUORUM_TEST_REDIS_URL`` itself (15 by default).
+LEASED_DBS = range(1, 15)
+LEASE_S = 3600
+LEASE_WAIT_S = 300.0
+
+
+@contextmanager
+def lease_redis_db(redis_url: str) -> Iterator[str]:
+    """Yield the URL of a Redis database no other test session holds, for as long as needed.
+
+    Concurrent sessions on one Redis (two checkouts, CI beside a developer) would
+    otherwise flush each other's queues mid-test.
+    """
+    url = make_url(redis_url.replace("redis://", "redis+x://"))
+    base = f"redis://{url.host or '127.0.0.1'}:{url.port or 6379}"
+    token = secrets.token_hex(8)
+    deadline = time.monotonic() + LEASE_WAIT_S
+    with redis.Redis.from_url(redis_url, socket_timeout=CONNECT_TIMEOUT_S) as leases:
+        db = _take_lease(leases, token)
+        while db is None:
+            if time.monotonic() > deadline:
+                pytest.fail("no free Redis test database: every one is leased")
+            time.sleep(1.0)
+            db = _take_lease(leases, token)
+        try:
+            yield f"{base}/{db}"
+        finally:
+            key = f"quorum-test:db-lease:{db}"
+            if leases.get(key) == token.encode():
+                leases.delete(key)
+
+
+def _take_lease(leases: redis.Redis, token: str) -> int | None:
+    for n in random.sample(LEASED_DBS, len(LEASED_DBS)):
+        if leases.set(f"quorum-test:db-lease:{n}", token, nx=True, ex=LEASE_S):
+            return n
+    return None
