@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from engine.db.models import Workflow, WorkflowVersion
 from engine.db.session import lock_row
-from engine.errors import FieldError, Invalid, NotFound
+from engine.errors import Conflict, FieldError, Invalid, NotFound
 from engine.graph import Graph, parse_graph
 from engine.pages import Page, paginate
 
@@ -121,8 +121,10 @@ def replace_draft(
     max_blocks: int = 200,
 ) -> Workflow:
     # Not found comes before invalid, for a missing and another organization's workflow alike.
-    wf = get_workflow(s, org_id, workflow_id, lock=True)
+    get_workflow(s, org_id, workflow_id)
+    # Checked before the row is locked: checking a graph evaluates the tenant's schemas.
     graph = _parse_client_graph(blocks, edges, max_blocks)
+    wf = get_workflow(s, org_id, workflow_id, lock=True)
     _check_settings(s, org_id, settings, workflow_id=wf.id)
     wf.draft = _graph_dict(graph)
     if settings is not None:
@@ -141,7 +143,8 @@ def patch_block(
     config: Mapping[str, Any] | None = None,
     max_blocks: int = 200,
 ) -> Workflow:
-    wf = get_workflow(s, org_id, workflow_id, lock=True)
+    wf = get_workflow(s, org_id, workflow_id)
+    seen = copy.deepcopy(wf.draft)
     blocks = copy.deepcopy(wf.draft.get("blocks", []))
     index = next((i for i, b in enumerate(blocks) if b.get("id") == block_id), None)
     if index is None:
@@ -161,6 +164,12 @@ def patch_block(
             f"the change to block {block_id} makes the draft invalid",
             errors=[_patch_loc(e, index) for e in exc.errors],
         ) from None
+    # Checked before the row is locked (a graph check evaluates the tenant's schemas); a
+    # draft replaced in the meantime would be overwritten, so that is a conflict.
+    s.expire(wf)
+    wf = get_workflow(s, org_id, workflow_id, lock=True)
+    if wf.draft != seen:
+        raise Conflict("the draft changed while the block was checked; retry")
     wf.draft = _graph_dict(graph)
     s.flush()
     return wf

@@ -16,6 +16,7 @@ from engine.checkpoint import fork_run
 from engine.db.models import Run, Step
 from engine.ports import Work
 from engine.turns import answer_input as answer
+from engine.turns import awaiting, validate_answer
 
 bp = Blueprint("runs", __name__)
 route = registry.route
@@ -205,8 +206,13 @@ def add_comment(run_id: str, body: CommentBody) -> Any:
 )
 def answer_input(run_id: str, body: RunInput) -> Any:
     rt = runtime()
+    org_id = current().organization_id
     with rt.db.transaction() as s:
-        work = answer(s, current().organization_id, run_id, body.input)
+        checked = awaiting(s, org_id, run_id)
+    # The tenant's schema is evaluated with no transaction open and no row locked.
+    validate_answer(checked.schema, body.input)
+    with rt.db.transaction() as s:
+        work = answer(s, org_id, run_id, body.input, checked=checked)
     rt.publish(Step, work)
     runtime().events.notify([run_id])
     return _read(run_id)
