@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from api import schemas, views
+from api import idempotent, schemas, views
 from api.auth import current
 from api.registry import registry
 from api.runtime import runtime
@@ -34,6 +34,15 @@ def run_view(s: Any, run: Run) -> dict[str, Any]:
     )
 
 
+def _answer(s: Any, run: Run) -> dict[str, Any]:
+    """A control route's answer: the run as this transaction leaves it, recorded with it."""
+    s.flush()
+    s.refresh(run)  # compare-and-set updates went around the object
+    answer = run_view(s, run)
+    idempotent.remember(s, answer)
+    return answer
+
+
 def _read(run_id: str) -> dict[str, Any]:
     with runtime().db.transaction() as s:
         return run_view(s, svc.get_run(s, current().organization_id, run_id))
@@ -53,6 +62,7 @@ def _read(run_id: str) -> dict[str, Any]:
 def create_run(body: CreateRun) -> Any:
     rt = runtime()
     with rt.db.transaction() as s:
+        idempotent.enter(s)
         started = svc.start_run(
             s,
             current().organization_id,
@@ -65,6 +75,7 @@ def create_run(body: CreateRun) -> Any:
         # The answer is the run as stored: read before publishing, or a fast worker
         # would already have moved it on.
         answer = run_view(s, started.run)
+        idempotent.remember(s, answer)
     rt.publish(Step, started.work)
     return answer
 
@@ -134,9 +145,10 @@ def list_steps(run_id: str, query: PageQuery) -> Any:
 )
 def pause_run(run_id: str) -> Any:
     with runtime().db.transaction() as s:
-        svc.pause_run(s, current().organization_id, run_id)
+        idempotent.enter(s)
+        answer = _answer(s, svc.pause_run(s, current().organization_id, run_id))
     runtime().events.notify([run_id])
-    return _read(run_id)
+    return answer
 
 
 @route(
@@ -151,10 +163,12 @@ def pause_run(run_id: str) -> Any:
 def resume_run(run_id: str) -> Any:
     rt = runtime()
     with rt.db.transaction() as s:
-        _, work = svc.resume_run(s, current().organization_id, run_id)
+        idempotent.enter(s)
+        run, work = svc.resume_run(s, current().organization_id, run_id)
+        answer = _answer(s, run)
     rt.publish(Step, work)
     runtime().events.notify([run_id])
-    return _read(run_id)
+    return answer
 
 
 @route(
@@ -170,10 +184,12 @@ def cancel_run(run_id: str) -> Any:
     rt = runtime()
     revoke: list[Work]
     with rt.db.transaction() as s:
-        _, revoke = svc.cancel_run(s, current().organization_id, run_id)
+        idempotent.enter(s)
+        run, revoke = svc.cancel_run(s, current().organization_id, run_id)
+        answer = _answer(s, run)
     rt.revoke(revoke)
     runtime().events.notify([run_id])
-    return _read(run_id)
+    return answer
 
 
 @route(
@@ -188,9 +204,15 @@ def cancel_run(run_id: str) -> Any:
 )
 def add_comment(run_id: str, body: CommentBody) -> Any:
     with runtime().db.transaction() as s:
+        idempotent.enter(s)
         run = svc.get_run(s, current().organization_id, run_id)
-        author = body.author or current().organization_name
-        return views.comment(svc.add_comment(s, run, author=author, text=body.text))
+        # The author is the key that wrote it; what the client calls itself is a label.
+        comment = svc.add_comment(
+            s, run, author=current().key_prefix, display_name=body.display_name, text=body.text
+        )
+        answer = views.comment(comment)
+        idempotent.remember(s, answer)
+        return answer
 
 
 @route(
@@ -212,10 +234,12 @@ def answer_input(run_id: str, body: RunInput) -> Any:
     # The tenant's schema is evaluated with no transaction open and no row locked.
     validate_answer(checked.schema, body.input)
     with rt.db.transaction() as s:
+        idempotent.enter(s)
         work = answer(s, org_id, run_id, body.input, checked=checked)
+        view = _answer(s, svc.get_run(s, org_id, run_id))
     rt.publish(Step, work)
     runtime().events.notify([run_id])
-    return _read(run_id)
+    return view
 
 
 @route(
@@ -234,9 +258,11 @@ def checkpoint(run_id: str, body: CheckpointBody) -> Any:
     if "input" in body.model_fields_set:
         kwargs["input"] = body.input
     with rt.db.transaction() as s:
+        idempotent.enter(s)
         started = fork_run(
             s, current().organization_id, run_id, resume_turn_index=body.resume_turn_index, **kwargs
         )
         answer = run_view(s, started.run)
+        idempotent.remember(s, answer)
     rt.publish(Step, started.work)
     return answer

@@ -251,7 +251,9 @@ class Comment(Base):
     __tablename__ = "comments"
     id: Mapped[str] = _id_column()
     run_id: Mapped[str] = mapped_column(Id, ForeignKey("runs.id"), index=True)
+    # The prefix of the API key that wrote it; ``display_name`` is whatever the client said.
     author: Mapped[str] = mapped_column(String(200))
+    display_name: Mapped[str | None] = mapped_column(String(200))
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Time, default=utcnow)
 
@@ -282,6 +284,8 @@ class IdempotencyRecord(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     method: Mapped[str] = mapped_column(String(8))
     path: Mapped[str] = mapped_column(String(400))
+    # SHA-256 of method, path and body (null: recorded before fingerprints existed).
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[int] = mapped_column(Integer)
     body: Mapped[Any] = mapped_column(Json, nullable=True)
     created_at: Mapped[datetime] = mapped_column(Time, default=utcnow)
