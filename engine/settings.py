@@ -35,6 +35,12 @@ class Settings:
     max_json_depth: int = 32
     max_blocks_per_graph: int = 200
     max_for_each_items: int = 10_000
+    # What one tenant's request may store or compute (see engine.limits).
+    max_for_each_steps: int = 20_000  # items x body blocks of one for_each step
+    max_step_output_bytes: int = 1_048_576
+    max_run_stored_bytes: int = 67_108_864  # step inputs and outputs of one run
+    max_routes_per_router: int = 50
+    max_active_runs_per_org: int = 1_000  # not started, started or running; 0: no limit
     # Requests per minute per API key (a fixed one-minute window); 0 turns limiting off.
     # Counted in Redis when ``redis_url`` is set, else in each API process's memory.
     rate_limit_per_minute: int = 1200

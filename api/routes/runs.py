@@ -14,6 +14,7 @@ from api.schemas import CheckpointBody, CommentBody, CreateRun, PageQuery, RunIn
 from engine import runs as svc
 from engine.checkpoint import fork_run
 from engine.db.models import Run, Step
+from engine.limits import check_active_runs
 from engine.ports import Work
 from engine.turns import answer_input as answer
 from engine.turns import awaiting, validate_answer
@@ -63,6 +64,7 @@ def create_run(body: CreateRun) -> Any:
     rt = runtime()
     with rt.db.transaction() as s:
         idempotent.enter(s)
+        check_active_runs(s, current().organization_id, rt.settings)
         started = svc.start_run(
             s,
             current().organization_id,
@@ -259,6 +261,7 @@ def checkpoint(run_id: str, body: CheckpointBody) -> Any:
         kwargs["input"] = body.input
     with rt.db.transaction() as s:
         idempotent.enter(s)
+        check_active_runs(s, current().organization_id, rt.settings)
         started = fork_run(
             s, current().organization_id, run_id, resume_turn_index=body.resume_turn_index, **kwargs
         )

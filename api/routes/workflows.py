@@ -44,6 +44,7 @@ def create_workflow(body: CreateWorkflow) -> Any:
             edges=body.edges,
             settings=_settings(body) or {},
             max_blocks=rt.settings.max_blocks_per_graph,
+            max_routes=rt.settings.max_routes_per_router,
         )
         answer = views.workflow(wf, svc.versions_of(s, wf.id))
         idempotent.remember(s, answer)
@@ -105,6 +106,7 @@ def replace_draft(workflow_id: str, body: ReplaceDraft) -> Any:
             edges=body.edges,
             settings=_settings(body),
             max_blocks=rt.settings.max_blocks_per_graph,
+            max_routes=rt.settings.max_routes_per_router,
         )
         return views.workflow(wf, svc.versions_of(s, wf.id))
 
@@ -129,6 +131,7 @@ def patch_block(workflow_id: str, block_id: str, body: PatchBlock) -> Any:
             name=body.name,
             config=body.config,
             max_blocks=rt.settings.max_blocks_per_graph,
+            max_routes=rt.settings.max_routes_per_router,
         )
         return views.workflow(wf, svc.versions_of(s, wf.id))
 

@@ -109,6 +109,8 @@ class Run(Base):
     current_turn: Mapped[int] = mapped_column(Integer, default=0)
     steps_total: Mapped[int] = mapped_column(Integer, default=0)
     steps_done: Mapped[int] = mapped_column(Integer, default=0)
+    # Bytes of step inputs and outputs stored so far (see engine.limits).
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     error: Mapped[dict[str, Any] | None] = mapped_column(Json)
     # Model usage of this run's own calls, one entry per (provider, model): kept on the row
     # (updated under the run lock) so reading a run needs no aggregate query.
@@ -121,6 +123,7 @@ class Run(Base):
         Index("ix_runs_workflow", "workflow_id", "id"),
         Index("ix_runs_original", "original_run_id"),
         Index("ix_runs_status_updated", "status", "updated_at"),
+        Index("ix_runs_org_status", "organization_id", "status"),
     )
 
 

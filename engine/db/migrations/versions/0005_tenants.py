@@ -1,4 +1,4 @@
-"""idempotency fingerprints, comment authors from their key
+"""idempotency fingerprints, comment authors from their key, run storage accounting
 
 An idempotency record now commits with the work it guards and remembers a fingerprint of
 the request (method, path, body): a key reused with another body answers 422. In-progress
@@ -7,6 +7,10 @@ placeholders of the old protocol are deleted (their requests are long gone).
 A comment's ``author`` is the key that wrote it; the free text a client sent moves to
 ``display_name``. Comments written before this cannot be traced to a key: their author
 reads ``unverified``.
+
+``runs.stored_bytes`` counts what a run's steps store (limited by
+``QUORUM_MAX_RUN_STORED_BYTES``); ``ix_runs_org_status`` counts an organization's active
+runs (``QUORUM_MAX_ACTIVE_RUNS_PER_ORG``).
 
 Revision ID: 0005_tenants
 Revises: 0004
@@ -33,9 +37,17 @@ def upgrade() -> None:
     with op.batch_alter_table("comments", schema=None) as batch_op:
         batch_op.add_column(sa.Column("display_name", sa.String(length=200), nullable=True))
     op.execute("UPDATE comments SET display_name = author, author = 'unverified'")
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("stored_bytes", sa.BigInteger(), nullable=False, server_default="0")
+        )
+        batch_op.create_index("ix_runs_org_status", ["organization_id", "status"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_index("ix_runs_org_status")
+        batch_op.drop_column("stored_bytes")
     op.execute("UPDATE comments SET author = COALESCE(display_name, author)")
     with op.batch_alter_table("comments", schema=None) as batch_op:
         batch_op.drop_column("display_name")
