@@ -59,6 +59,11 @@ class Settings:
     provider_model: str = "local-1"
     provider_timeout_s: float = 60.0
     worker_concurrency: int = 2
+    # Threads of each API process for ordinary requests (event streams need none).
+    api_threads: int = 4
+    # Open event streams per API key and per API process (api.streams); past them, 429.
+    max_streams_per_key: int = 20
+    max_streams_per_process: int = 1_000
     # A worker runs up to this many ready successors of a step itself, in a row, before
     # handing the next one to the broker (0: always publish).
     inline_successors: int = 100
