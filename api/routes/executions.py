@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint
+from sqlalchemy import text
 
 from api import idempotent, schemas, views
 from api.auth import current
@@ -62,6 +63,9 @@ def create_execution(body: CreateExecution) -> Any:
         # pending row would read as never dispatched. It is its own one-statement commit:
         # losing it (a crash right here) leaves the row pending, which the worker's claim
         # and the outbox both handle, and a duplicate message is harmless.
+        if rt.settings.has_fault("api.backend_lost_before_mark"):
+            # Test-only: the connection dies here, as in a database restart.
+            s.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
         queued = svc.mark_queued(s, ex)
         # A worker took the row (or even finished it) before the mark: answer with the
         # execution as it was handed to the broker, as a 202 promises; GET shows the rest.
