@@ -232,6 +232,7 @@ def answer_input(run_id: str, body: RunInput) -> Any:
     rt = runtime()
     org_id = current().organization_id
     with rt.db.transaction() as s:
+        idempotent.enter(s)  # a repeat gets its first answer, not "no longer waiting"
         checked = awaiting(s, org_id, run_id)
     # The tenant's schema is evaluated with no transaction open and no row locked.
     validate_answer(checked.schema, body.input)

@@ -211,3 +211,28 @@ def test_a_comment_author_is_the_key_that_wrote_it(client: Api) -> None:
     assert r.json()["display_name"] == "admin@other-org"
     comments = client.get(f"/v1/workflows/runs/{run_id}").json()["comments"]
     assert [(c["author"], c["display_name"]) for c in comments] == [(prefix, "admin@other-org")]
+
+
+def test_every_post_records_its_key_with_its_work(client: Api) -> None:
+    """Repeats with the key get the first answer, where a bare repeat would be refused."""
+
+    def twice(path: str, body: Any = None) -> dict[str, Any]:
+        key = {"Idempotency-Key": f"every-{uuid.uuid4()}"}
+        first = client.post(path, body, headers=key)
+        assert 200 <= first.status_code < 300, (path, first.text)
+        again = client.post(path, body, headers=key)
+        assert again.headers.get("Idempotent-Replayed") == "true", (path, again.text)
+        assert again.content == first.content
+        return dict(first.json())
+
+    run_id = waiting(client, None)
+    base = f"/v1/workflows/runs/{run_id}"
+    comment = twice(f"{base}/comments", {"text": "once"})
+    assert [c["id"] for c in client.get(base).json()["comments"]] == [comment["id"]]
+    twice(f"{base}/input", {"input": "yes"})  # a bare repeat: 409, not waiting any more
+    client.wait_run(run_id)
+    fork = twice(f"{base}/checkpoint", {"resume_turn_index": 1, "input": "again"})
+    forks = client.get("/v1/workflows/runs", params={"original_run_id": run_id}).json()["data"]
+    assert [f["id"] for f in forks] == [fork["id"]]
+    other = waiting(client, None)
+    assert twice(f"/v1/workflows/runs/{other}/cancel")["status"] == "cancelled"
