@@ -59,24 +59,10 @@ class QuorumAsgi:
             return
         if scope["type"] != "http":
             return
-        started = time.monotonic()
-        status: list[int] = [0]
-        size: list[int] = [0]
-
-        async def logged(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            elif message["type"] == "http.response.body":
-                size[0] += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            if scope["method"] == "GET" and EVENTS_PATH.match(scope["path"]):
-                await self._events(scope, receive, logged)
-            else:
-                await self.wsgi(scope, receive, logged)  # type: ignore[arg-type]
-        finally:
-            _access(scope, status[0], size[0], time.monotonic() - started)
+        if scope["method"] == "GET" and EVENTS_PATH.match(scope["path"]):
+            await self._events(scope, receive, send)
+        else:
+            await self.wsgi(scope, receive, send)  # type: ignore[arg-type]
 
     async def _events(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = (self.runtime.stream_token or "").encode()
@@ -141,9 +127,34 @@ def _first(run_id: str) -> Message:
     return {"type": "http.response.body", "body": text.encode(), "more_body": True}
 
 
-def _access(scope: Scope, status: int, size: int, seconds: float) -> None:
+class AccessLogged:
     """One access line per request, in gunicorn's format and, like it, without the query
     string, the Basic-auth user or any header but the user agent (api/gunicorn_conf.py)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        seen = {"status": 0, "size": 0}
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                seen["size"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counted)
+        finally:
+            _access(scope, seen["status"], seen["size"], time.monotonic() - started)
+
+
+def _access(scope: Scope, status: int, size: int, seconds: float) -> None:
     client = scope.get("client") or ("-", 0)
     agent = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"user-agent"), "-")
     when = time.strftime("[%d/%b/%Y:%H:%M:%S %z]")
@@ -163,4 +174,4 @@ def _access(scope: Scope, status: int, size: int, seconds: float) -> None:
 
 
 def create_asgi_app(settings: Settings | None = None) -> ASGIApp:
-    return QuorumAsgi(settings or Settings.from_env())
+    return AccessLogged(QuorumAsgi(settings or Settings.from_env()))
