@@ -22,7 +22,7 @@ from sqlalchemy import func, select, update
 from engine.db.models import BlockExecution, Run
 from engine.db.session import Database
 from tests.support.fleet import Api, Fleet, Worker
-from tests.support.hostile import Listener, api_process
+from tests.support.hostile import Listener, api_process, stop_api
 
 pytestmark = pytest.mark.integration
 
@@ -143,7 +143,7 @@ def test_a_crash_after_the_commit_then_a_retry_gives_the_first_run(
     auth = {"Authorization": client.http.headers["Authorization"]}
     with pytest.raises(httpx.TransportError):
         httpx.post(f"{base}/v1/workflows/runs", json=body, headers={**auth, **key}, timeout=10)
-    fleet.kill_worker(crashing)
+    stop_api(fleet, crashing)
     # The run and its key's record committed together: the retry gets that run at once
     # (before: 409 "in progress" for five minutes, then a second run).
     retry = client.post("/v1/workflows/runs", body, headers=key)
@@ -180,7 +180,7 @@ def test_a_lost_database_connection_after_the_publish_never_makes_two_executions
             lost = c.post("/v1/workflows/blocks/executions", json=body, headers=key)
         assert lost.status_code == 503, lost.text
     finally:
-        fleet.kill_worker(losing)
+        stop_api(fleet, losing)
     # Committed and published before the connection died: a retry returns that execution,
     # and no other key is held up.
     retry = client.post("/v1/workflows/blocks/executions", body, headers=key)

@@ -15,7 +15,14 @@ import pytest
 
 from quorum.client import Client
 from tests.support.fleet import Api, Fleet, Worker
-from tests.support.hostile import api_process, open_stream, p99_ms, streams, wait_for
+from tests.support.hostile import (
+    api_process,
+    open_stream,
+    p99_ms,
+    stop_api,
+    streams,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +134,7 @@ def test_streams_per_process_are_capped(api: Api, fleet: Fleet) -> None:
             refused.close()
             assert refused.status == 429 and "retry-after" in refused.head.lower()
     finally:
-        fleet.kill_worker(proc)
+        stop_api(fleet, proc)
 
 
 def test_a_client_that_leaves_is_noticed_within_seconds(

@@ -48,6 +48,18 @@ def api_process(fleet: Fleet, extra_env: dict[str, str] | None = None) -> tuple[
     return w, base
 
 
+def stop_api(fleet: Fleet, w: Worker) -> None:
+    """Stop a ``quorum api`` process the way an operator does: SIGTERM to gunicorn, which
+    stops its workers first (a SIGKILL would leave a worker it forked after a crash holding
+    the output pipe, and closing the pipe under its reader would then wait forever)."""
+    w.proc.terminate()
+    w.proc.wait(timeout=60)
+    if w.proc.stdout is not None:
+        w.proc.stdout.close()
+    if w in fleet.workers:
+        fleet.workers.remove(w)
+
+
 @dataclass
 class RawStream:
     """One ``GET .../events`` on a socket of its own: cheap to hold by the hundred."""
