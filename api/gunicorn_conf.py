@@ -1,6 +1,8 @@
 """Gunicorn settings for the Quorum API, read from ``QUORUM_API_*`` environment variables.
 
-Usage: ``gunicorn -c python:api.gunicorn_conf 'api.app:create_app()'`` (or ``quorum api``).
+Usage: ``gunicorn -c python:api.gunicorn_conf 'api.asgi:create_asgi_app()'`` (or
+``quorum api``). Each worker is a uvicorn event loop (api.asgi_worker): ordinary requests
+run on its ``QUORUM_API_THREADS`` threads, event streams on the loop itself.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def _int_env(name: str, default: int) -> int:
 bind = os.environ.get("QUORUM_API_BIND", "").strip() or "127.0.0.1:8000"
 workers = _int_env("QUORUM_API_WORKERS", 2)
 threads = _int_env("QUORUM_API_THREADS", 4)
-worker_class = "gthread"
+worker_class = "api.asgi_worker.QuorumWorker"
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
@@ -34,6 +36,7 @@ errorlog = "-"
 # Method, path (without the query string), protocol, status, size, duration in seconds,
 # user agent. Never the query string (a client may put a key there by mistake), the
 # Basic-auth user (``%(u)s``: a key sent as ``curl -u KEY:``), the referer or any header.
+# With the uvicorn worker, api.asgi writes these lines in this format.
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(L)s "%(a)s"'
 
 

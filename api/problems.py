@@ -116,7 +116,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(QuorumError)
     def _domain(exc: QuorumError) -> Response:
         errors = getattr(exc, "errors", [])
-        return problem(exc.status, exc.detail, errors=errors, extra=exc.extra)
+        retry_after = getattr(exc, "retry_after_s", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return problem(exc.status, exc.detail, errors=errors, extra=exc.extra, headers=headers)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from api.idempotent import REPLAYED_HEADER, keyed_answer
 from api.problems import ApiProblem, validation_errors
-from api.runtime import runtime
 from api.schemas import Problem
 from engine import idempotency
 from engine.blocks import BLOCK_ID
@@ -31,7 +31,6 @@ from engine.ids import is_id
 View = Callable[..., Any]
 _PARAM = re.compile(r"<(?:([a-z]+):)?([a-z_]+)>")
 MAX_INT = 2**31 - 1  # path numbers map to 32-bit integer columns
-REPLAYED_HEADER = "Idempotent-Replayed"
 JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"
 REF = "#/components/schemas/"
@@ -132,7 +131,7 @@ class Registry:
                 key = request.headers.get(idempotency.HEADER) if op.idempotent else None
                 if key is None:
                     return answer()
-                return idempotent_answer(key, answer)
+                return keyed_answer(key, status, answer)
 
             bp.add_url_rule(rule, endpoint=fn.__name__, view_func=view, methods=[method])
             return fn
@@ -152,48 +151,6 @@ def check_path_params(params: dict[str, Any]) -> None:
                 raise ApiProblem(404, f"{label} {value!r} not found")
         elif name.endswith("id") and not is_id(value):
             raise ApiProblem(404, f"{label} {value!r} not found")
-
-
-def idempotent_answer(key: str, answer: Callable[[], Response]) -> Response:
-    """Run ``answer`` once per (organization, key); repeats get the stored first answer."""
-    db = runtime().db
-    outcome = idempotency.claim(
-        db,
-        organization_id=g.principal.organization_id,
-        key=key,
-        method=request.method,
-        path=request.path,
-    )
-    if isinstance(outcome, idempotency.Replay):
-        # The stored text, byte for byte, so the repeat is indistinguishable from the first.
-        body = outcome.body if isinstance(outcome.body, str) else json.dumps(outcome.body)
-        resp = Response(body, status=outcome.status, mimetype="application/json")
-        resp.headers[REPLAYED_HEADER] = "true"
-        return resp
-    try:
-        resp = answer()
-    except BaseException:
-        _quietly(idempotency.release, db, outcome)
-        raise
-    if 200 <= resp.status_code < 300 and resp.is_json:
-        stored = _quietly(
-            idempotency.finish, db, outcome, status=resp.status_code, body=resp.get_data(True)
-        )
-        if stored:
-            return resp
-    # A failed (or unstorable) answer is not remembered: the client may retry the key.
-    _quietly(idempotency.release, db, outcome)
-    return resp
-
-
-def _quietly(fn: Callable[..., bool], *args: Any, **kwargs: Any) -> bool:
-    # Bookkeeping must not turn an answer the client should get into an error; a
-    # placeholder left behind goes stale and is taken over (see engine.idempotency).
-    try:
-        return fn(*args, **kwargs)
-    except Exception:
-        log.warning("idempotency bookkeeping failed", exc_info=True)
-        return False
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -414,9 +371,10 @@ def _parameters(op: Operation) -> list[dict[str, Any]]:
                 "name": idempotency.HEADER,
                 "in": "header",
                 "required": False,
-                "description": "a repeat of a successful POST with the same key returns the"
-                " first answer (with the header Idempotent-Replayed: true); a key still in"
-                " use answers 409, a key first used on another route 422",
+                "description": "a repeat of a successful POST with the same key and body"
+                " returns the first answer (with the header Idempotent-Replayed: true); a"
+                " key still in use answers 409, a key first used on another route or with"
+                " another body 422",
                 "schema": {
                     "type": "string",
                     "minLength": 1,

@@ -31,6 +31,8 @@ class ApiRuntime:
     dispatcher: Dispatcher
     events: EventBus
     limiter: RateLimiter | None = None
+    # Set by api.asgi: the token its event stream handover carries (None: no handover).
+    stream_token: str | None = None
     _keys: KeyCache | None = None
     _listener: RevocationListener | None = None
     _keys_started: bool = False

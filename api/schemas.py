@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, RootModel
 from typing_extensions import TypedDict
 
 ObjectId = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")]
@@ -70,7 +70,11 @@ class CheckpointBody(Strict):
 
 class CommentBody(Strict):
     text: str = Field(min_length=1, max_length=10_000)
-    author: str | None = Field(None, min_length=1, max_length=200)
+    # A label shown beside the author, who is always the key that writes the comment;
+    # ``author`` is accepted as its former name.
+    display_name: str | None = Field(
+        None, min_length=1, max_length=200, validation_alias=AliasChoices("display_name", "author")
+    )
 
 
 class CreateExecution(Strict):
@@ -316,7 +320,8 @@ class IoPair(Resource):
 
 class Comment(Resource):
     id: ObjectId
-    author: str
+    author: str = Field(description="the prefix of the API key that wrote the comment")
+    display_name: str | None = Field(description="the name the writer gave, unverified")
     text: str
     created_at: Time
 

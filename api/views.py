@@ -99,7 +99,13 @@ def io_pair(t: Turn) -> dict[str, Any]:
 
 
 def comment(c: Comment) -> dict[str, Any]:
-    return {"id": c.id, "author": c.author, "text": c.text, "created_at": rfc3339(c.created_at)}
+    return {
+        "id": c.id,
+        "author": c.author,
+        "display_name": c.display_name,
+        "text": c.text,
+        "created_at": rfc3339(c.created_at),
+    }
 
 
 def run(

@@ -1,18 +1,21 @@
 """The S5 baseline: a Flask route doing one primary-key select, nothing else.
 
-Served like the API, by the same gunicorn configuration (``api.gunicorn_conf``: gthread,
-``QUORUM_API_WORKERS`` workers, ``QUORUM_API_THREADS`` threads, access log), on the same
-database through the same engine settings (``engine.db.session.Database``, pool of 8)::
+Served like the API, by the same gunicorn configuration (``api.gunicorn_conf``: uvicorn
+workers, ``QUORUM_API_WORKERS`` of them, the Flask app on ``QUORUM_API_THREADS`` threads
+through the same WSGI adapter), on the same database through the same engine settings
+(``engine.db.session.Database``, pool of 8)::
 
-    gunicorn -c python:api.gunicorn_conf 'bench.pk_app:create_app()'
+    gunicorn -c python:api.gunicorn_conf 'bench.pk_app:create_asgi_app()'
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from a2wsgi import WSGIMiddleware
 from flask import Flask, request
 
+from api.asgi import AccessLogged
 from engine.db.models import Run
 from engine.db.session import Database
 from engine.settings import Settings
@@ -37,3 +40,8 @@ def create_app() -> Flask:
             return {"id": run.id, "status": run.status, "updated_at": run.updated_at.isoformat()}
 
     return app
+
+
+def create_asgi_app() -> Any:
+    threads = Settings.from_env().api_threads
+    return AccessLogged(WSGIMiddleware(create_app(), workers=threads))  # type: ignore[arg-type]

@@ -44,12 +44,15 @@ def start_api(ctx: Ctx) -> tuple[Proc, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
+PK_APP = "bench.pk_app:create_asgi_app()"
+
+
 def start_pk(ctx: Ctx) -> tuple[Proc, str]:
     w = ctx.world
     port = free_port()
     proc = w.start(
         "pk",
-        [python(), "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "bench.pk_app:create_app()"],
+        [python(), "-m", "gunicorn", "-c", "python:api.gunicorn_conf", PK_APP],
         env=w.env(w.sink_queue, QUORUM_API_BIND=f"127.0.0.1:{port}", QUORUM_API_WORKERS="2"),
         ready=http_ok(f"http://127.0.0.1:{port}/healthz"),
     )

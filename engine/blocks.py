@@ -147,6 +147,8 @@ def check_config(block_type: str, config: Mapping[str, Any]) -> list[FieldError]
         schema = config.get("schema")
         if not isinstance(schema, Mapping) or schema.get("type") != "object":
             err(("schema",), "a JSON schema of type 'object' is required")
+        else:
+            _check_schema(schema, err)
     elif block_type == "classifier":
         _check_names(config.get("categories"), ("categories",), err)
     elif block_type == "split":
@@ -171,7 +173,16 @@ def check_config(block_type: str, config: Mapping[str, Any]) -> list[FieldError]
         schema = config.get("schema")
         if schema is not None and not isinstance(schema, Mapping):
             err(("schema",), "must be a JSON schema object")
+        elif schema:
+            _check_schema(schema, err)
     return errors
+
+
+def _check_schema(schema: Mapping[str, Any], err: Any) -> None:
+    from engine.schemas import schema_problems
+
+    for problem in schema_problems(schema):
+        err(("schema",), problem)
 
 
 def _check_names(values: Any, loc: tuple[str | int, ...], err: Any) -> None:

@@ -58,6 +58,11 @@ def fork_run(
             errors=[FieldError(loc=loc, msg=f"earlier turn {incomplete[0]} is incomplete")],
         )
     answer = turns[k].input if input is _MISSING else input
+    graph = parse_graph(parent.config, max_blocks=10_000)
+    resumed = _resumed_block(s, parent.id, k) if k > 0 else None
+    if resumed is not None:
+        # Before anything is written or locked: the schema is the tenant's.
+        validate_answer(graph.by_id[resumed].config.get("schema"), answer)
     now = utcnow()
     child = Run(
         organization_id=parent.organization_id,
@@ -80,8 +85,7 @@ def fork_run(
     )
     s.add(child)
     s.flush()
-    graph = parse_graph(parent.config, max_blocks=10_000)
-    if k == 0:
+    if resumed is None:
         check_inputs(graph, answer, loc=("body", "input"))
         s.add(Turn(run_id=child.id, turn_index=0, input=answer, started_at=now))
         work = start_steps(s, child, answer, now)
@@ -90,23 +94,26 @@ def fork_run(
     dialect = s.get_bind().dialect.name
     copied = _copy_turns(s, dialect, parent.id, child.id, k)
     child.steps_total = child.steps_done = copied
-    # The resumed turn opens on the same human_input block that opened it in the parent.
+    child.current_turn = k - 1
+    resumed_work: list[Work] = open_turn(s, child, block_id=resumed, answer=answer, now=now)
+    s.flush()
+    return Started(run=child, work=resumed_work)
+
+
+def _resumed_block(s: Session, parent_id: str, k: int) -> str:
+    """The resumed turn opens on the same human_input block that opened it in the parent."""
     resumed = s.scalar(
         select(Step.block_id)
-        .where(Step.run_id == parent.id, Step.turn_index == k, Step.block_type == "human_input")
+        .where(Step.run_id == parent_id, Step.turn_index == k, Step.block_type == "human_input")
         .order_by(Step.created_at)
         .limit(1)
     )
     if resumed is None:
         raise Invalid(
             f"turn {k} of the parent did not start from a human_input block",
-            errors=[FieldError(loc=loc, msg="not a resumable turn")],
+            errors=[FieldError(loc=("body", "resume_turn_index"), msg="not a resumable turn")],
         )
-    validate_answer(graph.by_id[resumed].config.get("schema"), answer)
-    child.current_turn = k - 1
-    resumed_work: list[Work] = open_turn(s, child, block_id=resumed, answer=answer, now=now)
-    s.flush()
-    return Started(run=child, work=resumed_work)
+    return str(resumed)
 
 
 def _copy_turns(s: Session, dialect: str, parent_id: str, child_id: str, k: int) -> int:

@@ -33,6 +33,8 @@ class Outcome:
     calls: tuple[ModelResponse, ...] = ()
     consensus: dict[str, Any] | None = None
     artifact: dict[str, Any] | None = None
+    # Bytes the step stores (its inputs and outputs), measured by engine.limits.measured.
+    stored_bytes: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,32 +1,36 @@
 """Idempotency keys: a repeated POST with the same ``Idempotency-Key`` gets the first answer.
 
-The protocol, one short transaction per move so a record is visible to concurrent requests:
+The record of a key is written **in the transaction of the work it guards**, with the
+answer, so a request's effect and its record commit together or not at all: a retry after
+any fault (a crash, a database restart, a failed publish) finds either the first answer or
+nothing done, never one unit of work without its record.
 
-1. :func:`claim` inserts a placeholder (``status`` 0) under (organization, key). The
-   primary key makes exactly one of several concurrent requests the owner.
-2. The owner does the work, then :func:`finish` stores the status and JSON body of a
-   successful answer, or :func:`release` deletes the placeholder when the work failed, so
-   the client may retry with the same key.
-3. A request that finds the key taken gets a :class:`Replay` of the stored answer, a
-   :class:`KeyInUse` (409) while the first request is still in progress, or a
-   :class:`KeyReused` (422) when the key was first used on another method or path.
+1. :func:`enter`, first thing in the work's transaction: on PostgreSQL a transaction-level
+   advisory lock on the key, so a concurrent request with the same key answers
+   :class:`KeyInUse` (409) while the first one's transaction is open, and is free the moment
+   it ends, committed, rolled back, or its connection gone (a key is never held longer
+   than the request that holds it; SQLite transactions are serialized anyway). Then the
+   stored record, if any: :class:`Replayed` carries the first answer, and a key first used
+   with another method, path or body is :class:`KeyReused` (422).
+2. :func:`remember` adds the record (status and the answer's JSON text) to the same
+   transaction; :func:`amend` replaces the answer in a later one (the API marks a block
+   execution queued after publishing it, and a replay shows that answer).
 
-A placeholder whose request died (process killed between claim and finish) is taken over
-after ``stale_after_s``; a finished record expires after ``expire_after_s`` and the key can
-then be used afresh. The claim token stored in the placeholder fences a slow first owner:
-it can neither finish nor release a placeholder that was taken over.
+Only successful answers are recorded (a failed request rolls its transaction back), so a
+client may retry a failed request with the same key. Records expire after
+``expire_after_s``; the key can then be used afresh.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from engine.clock import as_utc, utcnow
@@ -35,22 +39,21 @@ from engine.db.session import Database
 from engine.errors import Conflict, FieldError, Invalid
 
 HEADER = "Idempotency-Key"
-IN_PROGRESS = 0
 MAX_KEY_LENGTH = 200
 MAX_PATH_LENGTH = 400  # the column's width
-STALE_AFTER_S = 300.0
 EXPIRE_AFTER_S = 24 * 3600.0
 _KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_LENGTH}}}")
-_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, kw_only=True)
-class Claim:
-    """This request owns the key: it must :func:`finish` or :func:`release` it."""
+class Guard:
+    """One request's key and what it was sent with."""
 
     organization_id: str
     key: str
-    token: str
+    method: str
+    path: str
+    fingerprint: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +62,14 @@ class Replay:
 
     status: int
     body: Any
+
+
+class Replayed(Exception):
+    """The key already has an answer: the request must give it instead of doing work."""
+
+    def __init__(self, replay: Replay) -> None:
+        super().__init__("replayed")
+        self.replay = replay
 
 
 class KeyInUse(Conflict):
@@ -83,117 +94,99 @@ def check_key(key: str) -> None:
         )
 
 
-def claim(
-    db: Database,
-    *,
-    organization_id: str,
-    key: str,
-    method: str,
-    path: str,
-    now: datetime | None = None,
-    stale_after_s: float = STALE_AFTER_S,
-    expire_after_s: float = EXPIRE_AFTER_S,
-) -> Claim | Replay:
-    """Own the key (a :class:`Claim`) or get the first answer (a :class:`Replay`).
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    """SHA-256 of the method, the path and the body (as canonical JSON when it is JSON, so
+    that key order and whitespace do not matter; an empty body reads as ``{}``)."""
+    try:
+        canonical = json.dumps(
+            json.loads(body) if body.strip() else {}, sort_keys=True, separators=(",", ":")
+        ).encode()
+    except (ValueError, RecursionError):
+        canonical = body
+    digest = hashlib.sha256()
+    for part in (method.upper().encode(), path.encode(), canonical):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
 
-    Raises :class:`KeyInUse` while another request holds the key and :class:`KeyReused`
-    when the key belongs to another method or path.
-    """
+
+def guard(*, organization_id: str, key: str, method: str, path: str, body: bytes) -> Guard:
     check_key(key)
-    method = method.upper()
-    path = path[:MAX_PATH_LENGTH]
-    for _ in range(_ATTEMPTS):
-        current = now or utcnow()
-        token = secrets.token_hex(12)
-        try:
-            with db.transaction() as s:
-                s.add(
-                    IdempotencyRecord(
-                        organization_id=organization_id,
-                        key=key,
-                        method=method,
-                        path=path,
-                        status=IN_PROGRESS,
-                        body={"claim": token},
-                        created_at=current,
-                    )
-                )
-                s.flush()
-            return Claim(organization_id=organization_id, key=key, token=token)
-        except IntegrityError:
-            pass  # the key is taken: look at what holds it
-        with db.transaction() as s:
-            rec = _locked(s, organization_id, key)
-            if rec is None:
-                continue  # released in the meantime: claim again
-            age = (current - (as_utc(rec.created_at) or current)).total_seconds()
-            if rec.status != IN_PROGRESS and age > expire_after_s:
-                s.delete(rec)
-                continue
-            if rec.method != method or rec.path != path:
-                raise KeyReused(
-                    f"this {HEADER} was used for {rec.method} {rec.path}; use a new key",
-                    errors=[FieldError(loc=("header", HEADER), msg="already used elsewhere")],
-                )
-            if rec.status == IN_PROGRESS:
-                if age <= stale_after_s:
-                    raise KeyInUse(
-                        f"a request with this {HEADER} is still in progress; retry shortly"
-                    )
-                # Its request died between claim and finish: take the key over.
-                rec.body = {"claim": token}
-                rec.created_at = current
-                return Claim(organization_id=organization_id, key=key, token=token)
-            return Replay(status=rec.status, body=rec.body)
-    raise KeyInUse(f"the {HEADER} is contended; retry shortly")
+    return Guard(
+        organization_id=organization_id,
+        key=key,
+        method=method.upper(),
+        path=path[:MAX_PATH_LENGTH],
+        fingerprint=fingerprint(method, path, body),
+    )
 
 
-def finish(db: Database, claim_: Claim, *, status: int, body: Any) -> bool:
-    """Store the answer; False when the claim was lost (taken over after going stale).
-
-    ``body`` is any JSON value; the API stores the answer's JSON text (a string) so that
-    a replay is byte for byte the first answer.
-    """
-    with db.transaction() as s:
-        rec = _owned(s, claim_)
-        if rec is None:
-            return False
-        rec.status = status
-        rec.body = body
-        rec.created_at = utcnow()
-        return True
-
-
-def release(db: Database, claim_: Claim) -> bool:
-    """Forget the key so that the client can retry it; False when the claim was lost."""
-    with db.transaction() as s:
-        rec = _owned(s, claim_)
-        if rec is None:
-            return False
+def enter(s: Session, g: Guard, *, now: datetime | None = None) -> None:
+    """Hold the key for this transaction, or raise :class:`KeyInUse`, :class:`Replayed`
+    or :class:`KeyReused`."""
+    if s.get_bind().dialect.name == "postgresql":
+        lock = func.pg_try_advisory_xact_lock(func.hashtextextended(_lock_name(g), 0))
+        if not s.scalar(select(lock)):
+            raise KeyInUse(f"a request with this {HEADER} is in progress; retry shortly")
+    rec = s.get(IdempotencyRecord, (g.organization_id, g.key), populate_existing=True)
+    if rec is None:
+        return
+    age = ((now or utcnow()) - (as_utc(rec.created_at) or utcnow())).total_seconds()
+    if age > EXPIRE_AFTER_S:
         s.delete(rec)
-        return True
+        s.flush()
+        return
+    if rec.method != g.method or rec.path != g.path:
+        raise KeyReused(
+            f"this {HEADER} was used for {rec.method} {rec.path}; use a new key",
+            errors=[FieldError(loc=("header", HEADER), msg="already used elsewhere")],
+        )
+    if rec.fingerprint is not None and rec.fingerprint != g.fingerprint:
+        raise KeyReused(
+            f"this {HEADER} was used with another request body; use a new key",
+            errors=[FieldError(loc=("header", HEADER), msg="already used with another body")],
+        )
+    raise Replayed(Replay(status=rec.status, body=rec.body))
+
+
+def _lock_name(g: Guard) -> str:
+    return f"quorum.idempotency:{g.organization_id}:{g.key}"
+
+
+def remember(s: Session, g: Guard, *, status: int, body: Any) -> None:
+    """Record the answer in the caller's transaction (after :func:`enter`)."""
+    s.add(
+        IdempotencyRecord(
+            organization_id=g.organization_id,
+            key=g.key,
+            method=g.method,
+            path=g.path,
+            fingerprint=g.fingerprint,
+            status=status,
+            body=body,
+            created_at=utcnow(),
+        )
+    )
+    s.flush()
+
+
+def amend(s: Session, g: Guard, *, body: Any) -> None:
+    """Replace the recorded answer (in a transaction after the one that recorded it)."""
+    s.execute(
+        update(IdempotencyRecord)
+        .where(
+            IdempotencyRecord.organization_id == g.organization_id,
+            IdempotencyRecord.key == g.key,
+            IdempotencyRecord.fingerprint == g.fingerprint,
+        )
+        .values(body=body)
+    )
 
 
 def purge(
     db: Database, *, now: datetime | None = None, older_than_s: float = EXPIRE_AFTER_S
 ) -> int:
-    """Delete finished records past their expiry (for a periodic task); returns the count."""
+    """Delete records past their expiry (for a periodic task); returns the count."""
     cutoff = (now or utcnow()) - timedelta(seconds=older_than_s)
     with db.transaction() as s:
-        result = s.execute(
-            delete(IdempotencyRecord).where(
-                IdempotencyRecord.status != IN_PROGRESS, IdempotencyRecord.created_at < cutoff
-            )
-        )
+        result = s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff))
         return int(getattr(result, "rowcount", 0) or 0)
-
-
-def _locked(s: Session, organization_id: str, key: str) -> IdempotencyRecord | None:
-    return s.get(IdempotencyRecord, (organization_id, key), with_for_update=True)
-
-
-def _owned(s: Session, claim_: Claim) -> IdempotencyRecord | None:
-    rec = _locked(s, claim_.organization_id, claim_.key)
-    if rec is None or rec.status != IN_PROGRESS or rec.body != {"claim": claim_.token}:
-        return None
-    return rec

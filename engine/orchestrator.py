@@ -44,6 +44,7 @@ from engine.execute import (
 from engine.graph import Block, Graph, parse_graph
 from engine.ids import new_id
 from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
+from engine.limits import charge, check_fan_out, measured
 from engine.outbox import held_by
 from engine.ports import Dispatcher, Work, WorkKind
 from engine.providers import ModelResponse
@@ -285,12 +286,7 @@ class Orchestrator:
                 items = job.inputs.get("items")
                 if not isinstance(items, list):
                     raise BlockFailed("bad_items", "a for_each needs a list on its 'items' input")
-                if len(items) > self.settings.max_for_each_items:
-                    raise BlockFailed(
-                        "too_many_items",
-                        f"{len(items)} items exceed the limit of "
-                        f"{self.settings.max_for_each_items}",
-                    )
+                check_fan_out(items, block.config.get("body") or [], self.settings)
                 return FanOut(items=items)
             if block.type == "human_input":
                 return AwaitInput(prompt=job.inputs.get("prompt"))
@@ -298,8 +294,8 @@ class Orchestrator:
                 return FanOutConsensus(n=job.n_consensus)
             outcome = run_block(block, job.inputs, self.tools)
             if block.type == "start":
-                return Outcome(outputs=outcome.outputs, active=outcome.active)
-            return outcome
+                outcome = Outcome(outputs=outcome.outputs, active=outcome.active)
+            return measured(outcome, job.inputs, self.settings)
         except BlockFailed as failure:
             return failure
 
@@ -317,6 +313,7 @@ class Orchestrator:
             )
             duration = _duration(job, now)
             try:
+                result = charge(run, result, self.settings)
                 if isinstance(result, BlockFailed):
                     if self._retry(s, Step, job, result, now):
                         return
@@ -653,7 +650,8 @@ class Orchestrator:
             return BlockFailed("consensus_failed", f"all {len(answers)} attempts failed")
         try:
             value, consensus = reconcile_answers(owner.block, answers)
-            return model_outcome(owner.block, owner.inputs, value, consensus=consensus)
+            outcome = model_outcome(owner.block, owner.inputs, value, consensus=consensus)
+            return measured(outcome, owner.inputs, self.settings)
         except BlockFailed as failure:
             return failure
 

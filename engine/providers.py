@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
+from engine.redact import excerpt
+
 if TYPE_CHECKING:
     from engine.settings import Settings
 
@@ -30,7 +32,6 @@ ERROR_TYPES = frozenset(
 
 _BACKOFF_BASE_S = 0.2
 _BACKOFF_CAP_S = 2.0
-_BODY_EXCERPT_CHARS = 500
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -287,25 +288,22 @@ class OpenAICompatibleProvider:
         except httpx.TimeoutException as exc:
             raise ProviderError(
                 "provider_timeout",
-                self._redact(
-                    f"no answer from {self._url} within {self._config.timeout_s:g}s "
-                    f"({type(exc).__name__})"
-                ),
+                # Stored where the tenant reads it: no URL (see engine.redact).
+                f"no answer within {self._config.timeout_s:g}s ({type(exc).__name__})",
                 retryable=True,
             ) from None
         except httpx.TransportError as exc:
             raise ProviderError(
                 "provider_unavailable",
-                self._redact(f"cannot reach {self._url}: {type(exc).__name__}: {exc}"),
+                f"cannot reach the provider ({type(exc).__name__})",
                 retryable=True,
             ) from None
         latency_ms = _elapsed_ms(started)
         status = response.status_code
         if status >= 400:
-            excerpt = response.text[:_BODY_EXCERPT_CHARS]
             raise ProviderError(
                 "provider_http_error",
-                self._redact(f"HTTP {status} from {self._url}: {excerpt}"),
+                f"HTTP {status}: {self._excerpt(response.text)}",
                 retryable=status == 429 or status >= 500,
                 status_code=status,
             )
@@ -313,10 +311,9 @@ class OpenAICompatibleProvider:
 
     def _parse(self, response: httpx.Response, model: str, latency_ms: int) -> ModelResponse:
         def bad(reason: str) -> ProviderError:
-            excerpt = response.text[:_BODY_EXCERPT_CHARS]
             return ProviderError(
                 "provider_bad_response",
-                self._redact(f"{reason} (HTTP {response.status_code}): {excerpt}"),
+                f"{reason} (HTTP {response.status_code}): {self._excerpt(response.text)}",
                 retryable=False,
                 status_code=response.status_code,
             )
@@ -337,7 +334,7 @@ class OpenAICompatibleProvider:
         if not isinstance(content, str):
             refusal = message.get("refusal")
             if isinstance(refusal, str) and refusal:
-                raise bad(f"model refused: {refusal[:_BODY_EXCERPT_CHARS]}")
+                raise bad(f"model refused: {self._excerpt(refusal)}")
             raise bad("choices[0].message.content is not a string")
         try:
             data = json.loads(_strip_code_fence(content))
@@ -354,6 +351,9 @@ class OpenAICompatibleProvider:
             completion_tokens=_as_count(usage.get("completion_tokens")),
             latency_ms=latency_ms,
         )
+
+    def _excerpt(self, text: str) -> str:
+        return excerpt(self._redact(text))
 
     def _redact(self, text: str) -> str:
         # Servers sometimes echo headers back in error bodies; the key must never escape.

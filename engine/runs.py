@@ -203,6 +203,7 @@ def turns_and_comments(s: Session, run: Run) -> tuple[list[Turn], list[Comment]]
         Turn.started_at.label("t1"),
         Turn.completed_at.label("t2"),
         text_null.label("author"),
+        text_null.label("display_name"),
         text_null.label("text"),
     ).where(Turn.run_id == run.id)
     comments = select(
@@ -214,6 +215,7 @@ def turns_and_comments(s: Session, run: Run) -> tuple[list[Turn], list[Comment]]
         Comment.created_at,
         null().cast(Comment.created_at.type),
         Comment.author,
+        Comment.display_name,
         Comment.text,
     ).where(Comment.run_id == run.id)
     out_turns: list[Turn] = []
@@ -234,7 +236,12 @@ def turns_and_comments(s: Session, run: Run) -> tuple[list[Turn], list[Comment]]
         else:
             out_comments.append(
                 Comment(
-                    id=row.id, run_id=run.id, author=row.author, text=row.text, created_at=row.t1
+                    id=row.id,
+                    run_id=run.id,
+                    author=row.author,
+                    display_name=row.display_name,
+                    text=row.text,
+                    created_at=row.t1,
                 )
             )
     out_turns.sort(key=lambda t: t.turn_index)
@@ -291,8 +298,10 @@ def summarize_usage(rows: Sequence[Any]) -> tuple[dict[str, Any], dict[str, Any]
     return token_usage, latency_stats
 
 
-def add_comment(s: Session, run: Run, *, author: str, text: str) -> Comment:
-    comment = Comment(run_id=run.id, author=author, text=text)
+def add_comment(
+    s: Session, run: Run, *, author: str, text: str, display_name: str | None = None
+) -> Comment:
+    comment = Comment(run_id=run.id, author=author, display_name=display_name, text=text)
     s.add(comment)
     s.flush()
     return comment

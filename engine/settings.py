@@ -35,6 +35,12 @@ class Settings:
     max_json_depth: int = 32
     max_blocks_per_graph: int = 200
     max_for_each_items: int = 10_000
+    # What one tenant's request may store or compute (see engine.limits).
+    max_for_each_steps: int = 20_000  # items x body blocks of one for_each step
+    max_step_output_bytes: int = 1_048_576
+    max_run_stored_bytes: int = 67_108_864  # step inputs and outputs of one run
+    max_routes_per_router: int = 50
+    max_active_runs_per_org: int = 1_000  # not started, started or running; 0: no limit
     # Requests per minute per API key (a fixed one-minute window); 0 turns limiting off.
     # Counted in Redis when ``redis_url`` is set, else in each API process's memory.
     rate_limit_per_minute: int = 1200
@@ -53,6 +59,11 @@ class Settings:
     provider_model: str = "local-1"
     provider_timeout_s: float = 60.0
     worker_concurrency: int = 2
+    # Threads of each API process for ordinary requests (event streams need none).
+    api_threads: int = 4
+    # Open event streams per API key and per API process (api.streams); past them, 429.
+    max_streams_per_key: int = 20
+    max_streams_per_process: int = 1_000
     # A worker runs up to this many ready successors of a step itself, in a row, before
     # handing the next one to the broker (0: always publish).
     inline_successors: int = 100

@@ -8,10 +8,10 @@ stay visible to the scheduler, so a join after the answer can use their outputs.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import jsonschema
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -25,29 +25,38 @@ from engine.graph import parse_graph
 from engine.lifecycle import RUN, RunStatus, StepState, TerminationReason, transition
 from engine.ports import Work
 from engine.scheduler import ANSWERED, AWAITING, LoopingRisk, Resolved, Scheduler
+from engine.schemas import SchemaUnusable, violations
 from engine.termination import terminate_run
 
 
 def validate_answer(schema: Mapping[str, Any] | None, answer: Any) -> None:
+    """422 unless ``answer`` fits the block's schema (evaluated by :mod:`engine.schemas`:
+    no file or network access, linear-time patterns, bounded work)."""
     if not schema:
         return
-    validator = jsonschema.Draft202012Validator(dict(schema))
-    errors = sorted(validator.iter_errors(answer), key=lambda e: list(e.absolute_path))
-    if errors:
+    loc = ("body", "input")
+    try:
+        found = violations(schema, answer)
+    except SchemaUnusable as exc:
+        raise Invalid(
+            "the block's schema cannot be evaluated", errors=[FieldError(loc=loc, msg=str(exc))]
+        ) from None
+    if found:
         raise Invalid(
             "the input does not fit the block's schema",
-            errors=[
-                FieldError(loc=("body", "input", *e.absolute_path), msg=e.message)
-                for e in errors[:20]
-            ],
+            errors=[FieldError(loc=(*loc, *v.path), msg=v.message) for v in found],
         )
 
 
-def answer_input(s: Session, org_id: str, run_id: str, answer: Any) -> list[Work]:
-    """Answer a run waiting for user input: opens the next turn and schedules from there."""
-    run = lock_row(s, Run, run_id)
-    if run is None or run.organization_id != org_id:
-        raise NotFound(f"run {run_id} not found")
+@dataclass(frozen=True, kw_only=True)
+class Awaiting:
+    """The block a run waits on and the schema its answer must fit."""
+
+    block_id: str
+    schema: Mapping[str, Any] | None
+
+
+def _waiting_step(s: Session, run: Run) -> Step:
     if run.status != RunStatus.WAITING:
         raise Conflict(f"the run is {run.status}, not waiting_for_user_input")
     waiting = s.scalars(
@@ -63,8 +72,38 @@ def answer_input(s: Session, org_id: str, run_id: str, answer: Any) -> list[Work
     ).first()
     if waiting is None:
         raise Conflict("the run has no block waiting for input")
-    graph = parse_graph(run.config, max_blocks=10_000)
-    validate_answer(graph.by_id[waiting.block_id].config.get("schema"), answer)
+    return waiting
+
+
+def awaiting(s: Session, org_id: str, run_id: str) -> Awaiting:
+    """What the run waits for, read without locking it (404/409 as :func:`answer_input`)."""
+    run = s.get(Run, run_id)
+    if run is None or run.organization_id != org_id:
+        raise NotFound(f"run {run_id} not found")
+    block_id = _waiting_step(s, run).block_id
+    block = parse_graph(run.config, max_blocks=10_000).by_id[block_id]
+    return Awaiting(block_id=block_id, schema=block.config.get("schema"))
+
+
+def answer_input(
+    s: Session, org_id: str, run_id: str, answer: Any, *, checked: Awaiting | None = None
+) -> list[Work]:
+    """Answer a run waiting for user input: opens the next turn and schedules from there.
+
+    The answer is validated before the run's row is locked (``checked``: already done by
+    the caller, outside any transaction), so that evaluating a tenant's schema never holds
+    the run; under the lock only the waiting block is checked again.
+    """
+    if checked is None:
+        checked = awaiting(s, org_id, run_id)
+        validate_answer(checked.schema, answer)
+        s.expire_all()  # the lock below must read the run afresh
+    run = lock_row(s, Run, run_id)
+    if run is None or run.organization_id != org_id:
+        raise NotFound(f"run {run_id} not found")
+    waiting = _waiting_step(s, run)
+    if waiting.block_id != checked.block_id:
+        raise Conflict("the run moved on while the input was checked; read it and retry")
     s.execute(update(Step).where(Step.id == waiting.id).values(reason=ANSWERED))
     transition(s, RUN, Run, run.id, RunStatus.RUNNING, expect=[RunStatus.WAITING])
     run.status = RunStatus.RUNNING

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from engine.db.models import Workflow, WorkflowVersion
 from engine.db.session import lock_row
-from engine.errors import FieldError, Invalid, NotFound
+from engine.errors import Conflict, FieldError, Invalid, NotFound
 from engine.graph import Graph, parse_graph
+from engine.limits import route_errors
 from engine.pages import Page, paginate
 
 
@@ -31,10 +32,30 @@ def get_workflow(s: Session, org_id: str, workflow_id: str, *, lock: bool = Fals
 BODY: tuple[str, ...] = ("body",)
 
 
-def _parse_client_graph(blocks: list[Any], edges: list[Any], max_blocks: int) -> Graph:
-    return parse_graph(
-        {"blocks": blocks, "edges": edges}, max_blocks=max_blocks, loc=BODY, strict=True
-    )
+# Routes per router (QUORUM_MAX_ROUTES_PER_ROUTER): each route is evaluated, at a cost,
+# on every visit of the router.
+MAX_ROUTES = 50
+
+
+def _parse_client_graph(
+    blocks: list[Any], edges: list[Any], max_blocks: int, max_routes: int = MAX_ROUTES
+) -> Graph:
+    return _parse({"blocks": blocks, "edges": edges}, max_blocks, max_routes, loc=BODY, strict=True)
+
+
+def _parse(
+    data: Mapping[str, Any],
+    max_blocks: int,
+    max_routes: int,
+    *,
+    loc: tuple[str, ...],
+    strict: bool = False,
+) -> Graph:
+    # Limits first: checking a graph compiles every route's expression.
+    errors = route_errors(data.get("blocks"), max_routes=max_routes, loc=loc)
+    if errors:
+        raise Invalid("the graph is invalid", errors=errors)
+    return parse_graph(data, max_blocks=max_blocks, loc=loc, strict=strict)
 
 
 def _check_settings(
@@ -68,8 +89,9 @@ def create_workflow(
     description: str | None = None,
     settings: Mapping[str, Any] | None = None,
     max_blocks: int = 200,
+    max_routes: int = MAX_ROUTES,
 ) -> Workflow:
-    graph = _parse_client_graph(blocks, edges, max_blocks)
+    graph = _parse_client_graph(blocks, edges, max_blocks, max_routes)
     _check_settings(s, org_id, settings)
     draft = _graph_dict(graph)
     wf = Workflow(
@@ -119,10 +141,13 @@ def replace_draft(
     edges: list[Any],
     settings: Mapping[str, Any] | None = None,
     max_blocks: int = 200,
+    max_routes: int = MAX_ROUTES,
 ) -> Workflow:
     # Not found comes before invalid, for a missing and another organization's workflow alike.
+    get_workflow(s, org_id, workflow_id)
+    # Checked before the row is locked: checking a graph evaluates the tenant's schemas.
+    graph = _parse_client_graph(blocks, edges, max_blocks, max_routes)
     wf = get_workflow(s, org_id, workflow_id, lock=True)
-    graph = _parse_client_graph(blocks, edges, max_blocks)
     _check_settings(s, org_id, settings, workflow_id=wf.id)
     wf.draft = _graph_dict(graph)
     if settings is not None:
@@ -140,8 +165,10 @@ def patch_block(
     name: str | None = None,
     config: Mapping[str, Any] | None = None,
     max_blocks: int = 200,
+    max_routes: int = MAX_ROUTES,
 ) -> Workflow:
-    wf = get_workflow(s, org_id, workflow_id, lock=True)
+    wf = get_workflow(s, org_id, workflow_id)
+    seen = copy.deepcopy(wf.draft)
     blocks = copy.deepcopy(wf.draft.get("blocks", []))
     index = next((i for i, b in enumerate(blocks) if b.get("id") == block_id), None)
     if index is None:
@@ -151,9 +178,10 @@ def patch_block(
     if config is not None:
         blocks[index]["config"] = dict(config)
     try:
-        graph = parse_graph(
+        graph = _parse(
             {"blocks": blocks, "edges": wf.draft.get("edges", [])},
-            max_blocks=max_blocks,
+            max_blocks,
+            max_routes,
             loc=("draft",),
         )
     except Invalid as exc:
@@ -161,6 +189,12 @@ def patch_block(
             f"the change to block {block_id} makes the draft invalid",
             errors=[_patch_loc(e, index) for e in exc.errors],
         ) from None
+    # Checked before the row is locked (a graph check evaluates the tenant's schemas); a
+    # draft replaced in the meantime would be overwritten, so that is a conflict.
+    s.expire(wf)
+    wf = get_workflow(s, org_id, workflow_id, lock=True)
+    if wf.draft != seen:
+        raise Conflict("the draft changed while the block was checked; retry")
     wf.draft = _graph_dict(graph)
     s.flush()
     return wf

@@ -86,11 +86,12 @@ def keys_revoke(prefix: str) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=None, type=int, help="gunicorn workers (default 2)")
 def api(host: str, port: int, workers: int | None) -> None:
-    """Serve the HTTP API with gunicorn."""
+    """Serve the HTTP API with gunicorn (uvicorn workers: event streams hold no thread)."""
     env = dict(os.environ, QUORUM_API_BIND=f"{host}:{port}")
     if workers:
         env["QUORUM_API_WORKERS"] = str(workers)
-    args = [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "api:create_app()"]
+    app = "api.asgi:create_asgi_app()"
+    args = [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", app]
     os.execvpe(args[0], args, env)
 
 

@@ -85,8 +85,13 @@ class RedisBus:
         self.client.close()
 
 
-def event_bus(settings: Settings) -> EventBus:
-    url = settings.redis_url or (
+def redis_url_of(settings: Settings) -> str:
+    """Where run notifications go: ``redis_url``, else a Redis broker, else nowhere."""
+    return settings.redis_url or (
         settings.broker_url if settings.broker_url.startswith(("redis://", "rediss://")) else ""
     )
+
+
+def event_bus(settings: Settings) -> EventBus:
+    url = redis_url_of(settings)
     return RedisBus(url) if url else PollingBus()

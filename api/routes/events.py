@@ -6,13 +6,15 @@ events after it, then sends new ones as they are stored, a ``: keepalive`` comme
 :data:`HEARTBEAT_S` seconds of silence, and ends after an event with a terminal run status
 (for a run already terminal, after the replay), or after :data:`MAX_STREAM_S` in any case.
 
-Under gunicorn (gthread) every open stream holds one worker thread; no database transaction
-is held between reads.
+Under ``quorum api`` (api.asgi) the stream is served on the event loop once this route has
+checked the request; elsewhere (the embedded test server) it holds one thread. No database
+transaction is held between reads.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -36,6 +38,8 @@ POLL_S = 2.0  # read the table at least this often, even without a notification
 RETRY_MS = 2000  # the reconnection delay suggested to EventSource clients
 MAX_SEQ = 2**63 - 1
 LAST_EVENT_ID = "Last-Event-ID"
+# Between api.asgi and this route only (see there); never honoured without the token.
+STREAM_HEADER = "X-Quorum-Async-Stream"
 EVENT_STREAM = "text/event-stream"
 
 
@@ -126,6 +130,14 @@ def run_events(run_id: str, query: EventsQuery) -> Any:
     rt = runtime()
     with rt.db.transaction() as s:
         svc.get_run(s, current().organization_id, run_id)  # 404 before streaming
+    token = rt.stream_token
+    if token is not None and secrets.compare_digest(request.headers.get(STREAM_HEADER, ""), token):
+        # Served by api.asgi: the stream goes on on its event loop, not on this thread.
+        resp = Response(b"", mimetype=EVENT_STREAM)
+        resp.headers[STREAM_HEADER] = f"{run_id} {after} {current().key_prefix}"
+        resp.headers["Cache-Control"] = "no-cache"
+        resp.headers["X-Accel-Buffering"] = "no"
+        return resp
 
     def messages() -> Iterator[str]:
         # Sent at once, so the client gets the headers before the first event.

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint
+from sqlalchemy import text
 
-from api import schemas, views
+from api import idempotent, schemas, views
 from api.auth import current
 from api.registry import registry
 from api.runtime import runtime
@@ -36,7 +37,11 @@ def _read(execution_id: str) -> dict[str, Any]:
 def create_execution(body: CreateExecution) -> Any:
     rt = runtime()
     # One connection, no read-back: two reads, the INSERT, the publish, the "queued" mark.
-    with rt.db.autocommit() as s:
+    # With an Idempotency-Key the INSERT and the key's record commit together, so the
+    # session is a transaction then (else each statement commits by itself).
+    keyed = idempotent.active()
+    with rt.db.sessions() if keyed else rt.db.autocommit() as s:
+        idempotent.enter(s)
         ex, work = svc.create_execution(
             s,
             current().organization_id,
@@ -46,23 +51,28 @@ def create_execution(body: CreateExecution) -> Any:
             n_consensus=body.n_consensus,
             verify_upstream=body.verify_upstream,
         )
+        answer = views.execution(ex)
+        idempotent.remember(s, answer)
         # Committed before any message names the row: a worker never finds it missing,
         # and a publish that fails (or a process that dies here) leaves a pending row for
-        # the outbox.
+        # the outbox; a retry with the key gets this answer.
         s.commit()
         if not rt.dispatch(work):
-            return views.execution(ex)  # pending: the outbox publishes it later
+            return answer  # pending: the outbox publishes it later
         # The mark makes "queued" mean "handed to the broker", as the contract says; a
         # pending row would read as never dispatched. It is its own one-statement commit:
         # losing it (a crash right here) leaves the row pending, which the worker's claim
         # and the outbox both handle, and a duplicate message is harmless.
+        if rt.settings.has_fault("api.backend_lost_before_mark"):
+            # Test-only: the connection dies here, as in a database restart.
+            s.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
         queued = svc.mark_queued(s, ex)
-        s.commit()
-    if not queued:
         # A worker took the row (or even finished it) before the mark: answer with the
         # execution as it was handed to the broker, as a 202 promises; GET shows the rest.
-        return views.execution_as_queued(ex)
-    return views.execution(ex)
+        answer = views.execution(ex) if queued else views.execution_as_queued(ex)
+        idempotent.amend(s, answer)
+        s.commit()
+    return answer
 
 
 @route(
@@ -115,7 +125,9 @@ def get_execution(execution_id: str) -> Any:
 def cancel_execution(execution_id: str) -> Any:
     rt = runtime()
     with rt.db.transaction() as s:
+        idempotent.enter(s)
         ex, revoke = svc.cancel_execution(s, current().organization_id, execution_id)
         out = views.execution(ex)
+        idempotent.remember(s, out)
     rt.revoke(revoke)
     return out

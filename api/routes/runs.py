@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from api import schemas, views
+from api import idempotent, schemas, views
 from api.auth import current
 from api.registry import registry
 from api.runtime import runtime
@@ -14,8 +14,10 @@ from api.schemas import CheckpointBody, CommentBody, CreateRun, PageQuery, RunIn
 from engine import runs as svc
 from engine.checkpoint import fork_run
 from engine.db.models import Run, Step
+from engine.limits import check_active_runs
 from engine.ports import Work
 from engine.turns import answer_input as answer
+from engine.turns import awaiting, validate_answer
 
 bp = Blueprint("runs", __name__)
 route = registry.route
@@ -31,6 +33,15 @@ def run_view(s: Any, run: Run) -> dict[str, Any]:
         token_usage=token_usage,
         latency_stats=latency_stats,
     )
+
+
+def _answer(s: Any, run: Run) -> dict[str, Any]:
+    """A control route's answer: the run as this transaction leaves it, recorded with it."""
+    s.flush()
+    s.refresh(run)  # compare-and-set updates went around the object
+    answer = run_view(s, run)
+    idempotent.remember(s, answer)
+    return answer
 
 
 def _read(run_id: str) -> dict[str, Any]:
@@ -52,6 +63,8 @@ def _read(run_id: str) -> dict[str, Any]:
 def create_run(body: CreateRun) -> Any:
     rt = runtime()
     with rt.db.transaction() as s:
+        idempotent.enter(s)
+        check_active_runs(s, current().organization_id, rt.settings)
         started = svc.start_run(
             s,
             current().organization_id,
@@ -64,6 +77,7 @@ def create_run(body: CreateRun) -> Any:
         # The answer is the run as stored: read before publishing, or a fast worker
         # would already have moved it on.
         answer = run_view(s, started.run)
+        idempotent.remember(s, answer)
     rt.publish(Step, started.work)
     return answer
 
@@ -133,9 +147,10 @@ def list_steps(run_id: str, query: PageQuery) -> Any:
 )
 def pause_run(run_id: str) -> Any:
     with runtime().db.transaction() as s:
-        svc.pause_run(s, current().organization_id, run_id)
+        idempotent.enter(s)
+        answer = _answer(s, svc.pause_run(s, current().organization_id, run_id))
     runtime().events.notify([run_id])
-    return _read(run_id)
+    return answer
 
 
 @route(
@@ -150,10 +165,12 @@ def pause_run(run_id: str) -> Any:
 def resume_run(run_id: str) -> Any:
     rt = runtime()
     with rt.db.transaction() as s:
-        _, work = svc.resume_run(s, current().organization_id, run_id)
+        idempotent.enter(s)
+        run, work = svc.resume_run(s, current().organization_id, run_id)
+        answer = _answer(s, run)
     rt.publish(Step, work)
     runtime().events.notify([run_id])
-    return _read(run_id)
+    return answer
 
 
 @route(
@@ -169,10 +186,12 @@ def cancel_run(run_id: str) -> Any:
     rt = runtime()
     revoke: list[Work]
     with rt.db.transaction() as s:
-        _, revoke = svc.cancel_run(s, current().organization_id, run_id)
+        idempotent.enter(s)
+        run, revoke = svc.cancel_run(s, current().organization_id, run_id)
+        answer = _answer(s, run)
     rt.revoke(revoke)
     runtime().events.notify([run_id])
-    return _read(run_id)
+    return answer
 
 
 @route(
@@ -187,9 +206,15 @@ def cancel_run(run_id: str) -> Any:
 )
 def add_comment(run_id: str, body: CommentBody) -> Any:
     with runtime().db.transaction() as s:
+        idempotent.enter(s)
         run = svc.get_run(s, current().organization_id, run_id)
-        author = body.author or current().organization_name
-        return views.comment(svc.add_comment(s, run, author=author, text=body.text))
+        # The author is the key that wrote it; what the client calls itself is a label.
+        comment = svc.add_comment(
+            s, run, author=current().key_prefix, display_name=body.display_name, text=body.text
+        )
+        answer = views.comment(comment)
+        idempotent.remember(s, answer)
+        return answer
 
 
 @route(
@@ -205,11 +230,19 @@ def add_comment(run_id: str, body: CommentBody) -> Any:
 )
 def answer_input(run_id: str, body: RunInput) -> Any:
     rt = runtime()
+    org_id = current().organization_id
     with rt.db.transaction() as s:
-        work = answer(s, current().organization_id, run_id, body.input)
+        idempotent.enter(s)  # a repeat gets its first answer, not "no longer waiting"
+        checked = awaiting(s, org_id, run_id)
+    # The tenant's schema is evaluated with no transaction open and no row locked.
+    validate_answer(checked.schema, body.input)
+    with rt.db.transaction() as s:
+        idempotent.enter(s)
+        work = answer(s, org_id, run_id, body.input, checked=checked)
+        view = _answer(s, svc.get_run(s, org_id, run_id))
     rt.publish(Step, work)
     runtime().events.notify([run_id])
-    return _read(run_id)
+    return view
 
 
 @route(
@@ -228,9 +261,12 @@ def checkpoint(run_id: str, body: CheckpointBody) -> Any:
     if "input" in body.model_fields_set:
         kwargs["input"] = body.input
     with rt.db.transaction() as s:
+        idempotent.enter(s)
+        check_active_runs(s, current().organization_id, rt.settings)
         started = fork_run(
             s, current().organization_id, run_id, resume_turn_index=body.resume_turn_index, **kwargs
         )
         answer = run_view(s, started.run)
+        idempotent.remember(s, answer)
     rt.publish(Step, started.work)
     return answer

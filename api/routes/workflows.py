@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from api import schemas, views
+from api import idempotent, schemas, views
 from api.auth import current
 from api.registry import registry
 from api.runtime import runtime
@@ -34,6 +34,7 @@ def _settings(body: Any) -> dict[str, Any] | None:
 def create_workflow(body: CreateWorkflow) -> Any:
     rt = runtime()
     with rt.db.transaction() as s:
+        idempotent.enter(s)
         wf = svc.create_workflow(
             s,
             current().organization_id,
@@ -43,8 +44,11 @@ def create_workflow(body: CreateWorkflow) -> Any:
             edges=body.edges,
             settings=_settings(body) or {},
             max_blocks=rt.settings.max_blocks_per_graph,
+            max_routes=rt.settings.max_routes_per_router,
         )
-        return views.workflow(wf, svc.versions_of(s, wf.id))
+        answer = views.workflow(wf, svc.versions_of(s, wf.id))
+        idempotent.remember(s, answer)
+        return answer
 
 
 @route(
@@ -102,6 +106,7 @@ def replace_draft(workflow_id: str, body: ReplaceDraft) -> Any:
             edges=body.edges,
             settings=_settings(body),
             max_blocks=rt.settings.max_blocks_per_graph,
+            max_routes=rt.settings.max_routes_per_router,
         )
         return views.workflow(wf, svc.versions_of(s, wf.id))
 
@@ -126,6 +131,7 @@ def patch_block(workflow_id: str, block_id: str, body: PatchBlock) -> Any:
             name=body.name,
             config=body.config,
             max_blocks=rt.settings.max_blocks_per_graph,
+            max_routes=rt.settings.max_routes_per_router,
         )
         return views.workflow(wf, svc.versions_of(s, wf.id))
 
@@ -142,8 +148,11 @@ def patch_block(workflow_id: str, block_id: str, body: PatchBlock) -> Any:
 )
 def publish_version(workflow_id: str, body: PublishVersion) -> Any:
     with runtime().db.transaction() as s:
+        idempotent.enter(s)
         v = svc.publish_version(s, current().organization_id, workflow_id, name=body.name)
-        return views.version(v)
+        answer = views.version(v)
+        idempotent.remember(s, answer)
+        return answer
 
 
 @route(

@@ -109,6 +109,8 @@ class Run(Base):
     current_turn: Mapped[int] = mapped_column(Integer, default=0)
     steps_total: Mapped[int] = mapped_column(Integer, default=0)
     steps_done: Mapped[int] = mapped_column(Integer, default=0)
+    # Bytes of step inputs and outputs stored so far (see engine.limits).
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     error: Mapped[dict[str, Any] | None] = mapped_column(Json)
     # Model usage of this run's own calls, one entry per (provider, model): kept on the row
     # (updated under the run lock) so reading a run needs no aggregate query.
@@ -121,6 +123,7 @@ class Run(Base):
         Index("ix_runs_workflow", "workflow_id", "id"),
         Index("ix_runs_original", "original_run_id"),
         Index("ix_runs_status_updated", "status", "updated_at"),
+        Index("ix_runs_org_status", "organization_id", "status"),
     )
 
 
@@ -251,7 +254,9 @@ class Comment(Base):
     __tablename__ = "comments"
     id: Mapped[str] = _id_column()
     run_id: Mapped[str] = mapped_column(Id, ForeignKey("runs.id"), index=True)
+    # The prefix of the API key that wrote it; ``display_name`` is whatever the client said.
     author: Mapped[str] = mapped_column(String(200))
+    display_name: Mapped[str | None] = mapped_column(String(200))
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Time, default=utcnow)
 
@@ -282,6 +287,8 @@ class IdempotencyRecord(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     method: Mapped[str] = mapped_column(String(8))
     path: Mapped[str] = mapped_column(String(400))
+    # SHA-256 of method, path and body (null: recorded before fingerprints existed).
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[int] = mapped_column(Integer)
     body: Mapped[Any] = mapped_column(Json, nullable=True)
     created_at: Mapped[datetime] = mapped_column(Time, default=utcnow)

@@ -97,7 +97,8 @@ class IoPair(Model):
 
 class Comment(Model):
     id: str
-    author: str | None = None
+    author: str | None = None  # the prefix of the key that wrote it
+    display_name: str | None = None  # the name its writer gave (``author=`` when posting)
     text: str
     created_at: datetime | None = None
 

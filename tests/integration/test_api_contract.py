@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from api import create_app
+from engine import idempotency
 from engine.auth import issue_key, revoke_key
 from engine.db.models import (
     ApiKey,
@@ -961,17 +962,19 @@ def test_idempotency_key_misuse(env: Env, key: str, client: httpx.Client) -> Non
         )
         assert_problem(r, 422, locs=[["header", "Idempotency-Key"]])
 
-    # A key whose first request is still in progress: 409, nothing done.
-    with env.db.transaction() as s:
-        s.add(
-            IdempotencyRecord(
-                organization_id=org, key="busy", method="POST", path="/v1/workflows", status=0
-            )
-        )
+    # A key whose first request is still in progress (its transaction open): 409, nothing
+    # done; the moment that transaction ends, the key is free.
+    busy = idempotency.guard(
+        organization_id=org, key="busy", method="POST", path="/v1/workflows", body=b"{}"
+    )
     before = env.workflows_of(org)
+    with env.db.transaction() as s:
+        idempotency.enter(s, busy)
+        r = client.post("/v1/workflows", json=workflow_body(), headers={"Idempotency-Key": "busy"})
+        assert_problem(r, 409)
+        assert env.workflows_of(org) == before
     r = client.post("/v1/workflows", json=workflow_body(), headers={"Idempotency-Key": "busy"})
-    assert_problem(r, 409)
-    assert env.workflows_of(org) == before
+    assert r.status_code == 201 and env.workflows_of(org) == before + 1
 
     # A failed first request is not remembered: the key can be retried.
     retry = {"Idempotency-Key": "retry-me"}

@@ -140,7 +140,8 @@ def test_runs_wait_steps_comments_and_checkpoints(client: Client) -> None:
     assert {s.state for s in steps} == {"completed"}
 
     comment = client.runs.comment(run.id, "looks right", author="ada")
-    assert comment.text == "looks right" and comment.author == "ada"
+    assert comment.text == "looks right" and comment.display_name == "ada"
+    assert comment.author is not None and comment.author.startswith("qk_")
     assert [c.text for c in client.runs.get(run.id).comments] == ["looks right"]
 
     child = client.runs.checkpoint(run.id, 0, input={"x": 1})

@@ -157,6 +157,30 @@ def test_client_error_is_not_retried_and_body_is_truncated() -> None:
     assert caught.value.message.count("x") <= 500
 
 
+def test_errors_keep_type_status_and_a_short_excerpt_without_urls() -> None:
+    # What a failing provider says ends up in a step the tenant reads.
+    body = "upstream http://10.1.2.3:8080/internal/v1 refused: " + "secret-prompt " * 100
+    slow = ChatReply(content={"total": 1}, delay_s=3.0)
+    for reply, timeout_s in ((ChatReply(status=502, body=body), 5.0), (slow, 0.2)):
+        with (
+            ChatServer(in_order(reply)) as server,
+            provider_for(server.base_url, max_retries=0, timeout_s=timeout_s) as provider,
+            pytest.raises(ProviderError) as caught,
+        ):
+            host = server.base_url.split("//")[1].split("/")[0]
+            provider.complete(make_request())
+        message = caught.value.message
+        assert host not in message and "://" not in message
+        assert "10.1.2.3" not in message and len(message) <= 200
+    unreachable = f"http://127.0.0.1:{closed_port()}/v1"
+    with (
+        provider_for(unreachable, max_retries=0) as provider,
+        pytest.raises(ProviderError) as caught,
+    ):
+        provider.complete(make_request())
+    assert "127.0.0.1" not in caught.value.message
+
+
 def test_slow_server_times_out() -> None:
     with (
         ChatServer(in_order(ChatReply(content={"total": 1}, delay_s=3.0))) as server,

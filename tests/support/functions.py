@@ -9,7 +9,18 @@ from typing import Any
 
 SPEC = ",".join(
     f"{name}=tests.support.functions:{name}"
-    for name in ("double", "add", "explode", "effect", "slow", "count_to", "inc", "flaky")
+    for name in (
+        "double",
+        "add",
+        "explode",
+        "effect",
+        "slow",
+        "count_to",
+        "inc",
+        "flaky",
+        "blob",
+        "carry",
+    )
 )
 
 
@@ -65,3 +76,15 @@ def flaky(inputs: dict[str, Any], params: dict[str, Any]) -> Any:
     if calls < int(params.get("fail_times", 1)):
         raise ConnectionError(f"flaky failure {calls + 1}")
     return inputs.get("value")
+
+
+def blob(inputs: dict[str, Any], params: dict[str, Any]) -> Any:
+    """An output of ``bytes`` characters: a step that stores far too much."""
+    return "x" * int(params.get("bytes", 3_000_000))
+
+
+def carry(inputs: dict[str, Any], params: dict[str, Any]) -> Any:
+    """``{"n": n + 1, "pad": ...}`` from ``n`` or from such an object: a loop's payload."""
+    value = inputs.get("value")
+    n = value.get("n", 0) if isinstance(value, dict) else int(value or 0)
+    return {"n": n + 1, "pad": "y" * int(params.get("pad", 100_000))}

@@ -421,7 +421,13 @@ def test_problems_and_operations_answers_match_their_schemas(
 
 
 def test_the_checks_bite(validate: Any) -> None:
-    good = {"id": ID, "author": "me", "text": "hi", "created_at": "2026-01-02T03:04:05.678Z"}
+    good = {
+        "id": ID,
+        "author": "qk_0a1b2c3d4e5f",
+        "display_name": None,
+        "text": "hi",
+        "created_at": "2026-01-02T03:04:05.678Z",
+    }
     validate("Comment", good)
     for bad in (
         {**good, "created_at": "2026-01-02T03:04:05+00:00"},

@@ -231,6 +231,10 @@ ORDERS = ["fifo", "lifo", "shuffle"]
 
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[Harness]:
+    yield from new_harness(tmp_path)
+
+
+def new_harness(tmp_path: Path) -> Iterator[Harness]:
     # Successors go through the queue here, so the tests control the delivery order;
     # running them in-process is tested on its own below.
     settings = Settings(data_dir=str(tmp_path), inline_successors=0)
