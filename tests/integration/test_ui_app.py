@@ -26,6 +26,12 @@ from tests.support.fleet import Api, Fleet
 pytestmark = pytest.mark.integration
 
 
+def status_of(obj: dict[str, Any]) -> str:
+    """The lifecycle's variant, named ``status`` in the contract (``state`` until then)."""
+    lifecycle = obj["lifecycle"]
+    return str(lifecycle.get("status", lifecycle.get("state")))
+
+
 def edge(source: str, sh: str, target: str, th: str) -> dict[str, str]:
     return {"source": source, "source_handle": sh, "target": target, "target_handle": th}
 
@@ -89,7 +95,7 @@ def _seed(api: Api) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     r = api.post("/v1/workflows/blocks/executions", body)
     reruns.append(api.wait_execution(r.json()["id"]))
-    assert [x["lifecycle"]["state"] for x in reruns] == ["error", "completed"]
+    assert [status_of(x) for x in reruns] == ["error", "completed"]
     assert api.post(f"{wf}/versions", {"name": "label fixed"}).status_code == 201
     r = api.http.patch(f"{wf}/draft/blocks/pack", json={"config": {"function": "double"}})
     assert r.status_code == 200, r.text
@@ -138,7 +144,7 @@ def test_find_a_failed_run_see_its_timeline_and_its_workflows_changes(
     expect(page.locator(".summary-head h1")).to_contain_text(failed["id"])
     timeline = page.locator("#timeline")
     steps = api.steps(failed["id"])
-    drawn = [s for s in steps if s["lifecycle"]["state"] != "skipped"]
+    drawn = [s for s in steps if status_of(s) != "skipped"]
     expect(timeline.locator("g.tl-bar")).to_have_count(len(drawn))
     label_bar = timeline.locator('g.tl-bar[data-step-id="label"]')
     expect(label_bar).to_have_attribute("data-state", "error")
