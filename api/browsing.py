@@ -10,7 +10,7 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from api.schemas import ExecutionsQuery, ObjectId, RunsQuery
+from api.schemas import ExecutionsQuery, ObjectId, Resource, RunsQuery
 
 ID_PREFIX = r"^[0-9a-f]{1,24}$"
 
@@ -47,10 +47,6 @@ class DraftDiffQuery(BaseModel):
     version: int | None = Field(
         None, ge=0, le=2**31 - 1, description="the published version (default: the latest)"
     )
-
-
-class Resource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class BlockChanges(Resource):

@@ -37,28 +37,33 @@ function progressCell(run) {
   ];
 }
 
-function row(run, { workflows, selected, onToggle }) {
-  const checked = Boolean(selected && selected.has(run.id));
-  const full = !checked && Boolean(selected) && selected.size >= MAX_COMPARE;
+function checkCell(run, { selected, onToggle }) {
+  const checked = selected.has(run.id);
+  const full = !checked && selected.size >= MAX_COMPARE;
+  return h(
+    "td",
+    { class: "check" },
+    h("input", {
+      type: "checkbox",
+      checked,
+      disabled: full || undefined,
+      title: full ? `At most ${MAX_COMPARE} runs are compared at once` : undefined,
+      "aria-label": `Select run ${run.id} to compare`,
+      dataset: { focusKey: `sel:${run.id}` },
+      onchange: (ev) => onToggle(run, ev.target.checked),
+    }),
+  );
+}
+
+// `onToggle` (with `selected`) adds a column of checkboxes to pick runs to compare.
+function row(run, ctx) {
+  const checked = Boolean(ctx.onToggle && ctx.selected.has(run.id));
   return h(
     "tr",
     { dataset: { runId: run.id, status: run.status }, class: checked ? "selected" : null },
-    onToggle &&
-      h(
-        "td",
-      { class: "check" },
-      h("input", {
-        type: "checkbox",
-        checked,
-        disabled: full || undefined,
-        title: full ? `At most ${MAX_COMPARE} runs are compared at once` : undefined,
-        "aria-label": `Select run ${run.id} to compare`,
-        dataset: { focusKey: `sel:${run.id}` },
-        onchange: (ev) => onToggle(run, ev.target.checked),
-      }),
-      ),
+    ctx.onToggle ? checkCell(run, ctx) : null,
     h("th", { scope: "row" }, runLink(run.id), run.is_evaluation ? h("span", { class: "tag" }, "evaluation") : null, run.original_run_id && !run.is_evaluation ? h("span", { class: "tag" }, "fork") : null),
-    h("td", {}, workflowLink(run.workflow_id, workflows.get(run.workflow_id))),
+    h("td", {}, workflowLink(run.workflow_id, ctx.workflows.get(run.workflow_id))),
     h("td", { class: "num" }, run.version === "draft" ? "draft" : `v${run.version}`),
     h("td", {}, runBadge(run.status)),
     h("td", { class: "progress-cell" }, progressCell(run)),
@@ -80,7 +85,7 @@ export function runsTable(runs, ctx) {
       h(
         "thead",
         {},
-        h("tr", {}, ctx.onToggle && h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Select")), ...["Run", "Workflow", "Version", "Status", "Progress", "Failure", "Created", "Duration"].map((c) => h("th", { scope: "col" }, c))),
+        h("tr", {}, ctx.onToggle ? h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Select")) : null, ...["Run", "Workflow", "Version", "Status", "Progress", "Failure", "Created", "Duration"].map((c) => h("th", { scope: "col" }, c))),
       ),
       h("tbody", {}, runs.map((run) => row(run, ctx))),
     ),
