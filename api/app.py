@@ -42,9 +42,9 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     install_metrics(app)
     install_rate_limit_headers(app)
 
-    from api.routes import events, executions, ops, runs, ui, workflows
+    from api.routes import events, executions, feed, ops, runs, ui, workflows
 
-    for module in (ops, workflows, runs, executions, ui, events):
+    for module in (ops, workflows, runs, executions, ui, events, feed):
         app.register_blueprint(module.bp)
 
     @app.before_request

@@ -24,7 +24,7 @@ from a2wsgi import WSGIMiddleware
 from api.app import create_app
 from api.routes.events import HEARTBEAT_S, MAX_STREAM_S, STREAM_HEADER
 from api.runtime import ApiRuntime
-from api.streams import Caps, Notifier, Stream, StreamsFull, refuse
+from api.streams import Caps, FeedStream, Notifier, Stream, StreamsFull, refuse
 from engine.settings import Settings
 from workers.events import redis_url_of
 
@@ -34,7 +34,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-EVENTS_PATH = re.compile(r"^/v1/workflows/runs/[^/]+/events$")
+EVENTS_PATH = re.compile(r"^/v1/workflows/runs/(?:[^/]+/)?events$")
 _MARKER = STREAM_HEADER.lower().encode()
 access_log = logging.getLogger("quorum.access")  # handlers: see api.asgi_worker
 
@@ -83,7 +83,7 @@ class QuorumAsgi:
             return  # the route answered itself: a problem (401, 404, 422, 429...)
         start = handed[0]
         marker = next(v for k, v in start["headers"] if k.lower() == _MARKER).decode()
-        run_id, after, key = marker.split(" ")
+        kind, target, after, key = marker.split(" ")
         # The route's empty body had a length; the stream has none.
         rest = [
             (k, v) for k, v in start["headers"] if k.lower() not in (_MARKER, b"content-length")
@@ -91,20 +91,31 @@ class QuorumAsgi:
         try:
             with self.caps.hold(key):
                 await send({**start, "headers": rest})
-                stream = Stream(
-                    run_id=run_id,
-                    after=int(after),
-                    db=self.runtime.db,
-                    reader=self.reader,
-                    notifier=self.notifier,
-                    heartbeat_s=HEARTBEAT_S,
-                    max_s=MAX_STREAM_S,
-                )
-                await send(_first(run_id))
-                await stream.run(send, receive)
+                await send(_first(kind, target))
+                await self._stream(kind, target, int(after)).run(send, receive)
         except StreamsFull as full:
             limits = [(k, v) for k, v in rest if k.lower().startswith(b"ratelimit-")]
             await refuse(send, 429, full.detail, limits)
+
+    def _stream(self, kind: str, target: str, after: int) -> Stream | FeedStream:
+        if kind == "feed":
+            return FeedStream(
+                org_id=target,
+                after=None if after < 0 else after,
+                db=self.runtime.db,
+                reader=self.reader,
+                heartbeat_s=HEARTBEAT_S,
+                max_s=MAX_STREAM_S,
+            )
+        return Stream(
+            run_id=target,
+            after=after,
+            db=self.runtime.db,
+            reader=self.reader,
+            notifier=self.notifier,
+            heartbeat_s=HEARTBEAT_S,
+            max_s=MAX_STREAM_S,
+        )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -121,9 +132,9 @@ class QuorumAsgi:
                 return
 
 
-def _first(run_id: str) -> Message:
+def _first(kind: str, target: str) -> Message:
     # Sent at once, so that the client has the headers before the first event.
-    text = f": run {run_id}\nretry: 2000\n\n"
+    text = f": run {target}\nretry: 2000\n\n" if kind == "run" else ": runs\nretry: 2000\n\n"
     return {"type": "http.response.body", "body": text.encode(), "more_body": True}
 
 

@@ -306,8 +306,10 @@ class Step(Resource):
     n_consensus: Annotated[int, Field(ge=1)]
     consensus: dict[str, Any] | None
     created_at: Time
+    queued_at: Time | None = Field(description="last handed to the broker (moves on a retry)")
     started_at: Time | None
     completed_at: Time | None
+    worker: str | None = Field(description="the worker process that last held it (host:pid)")
 
 
 class IoPair(Resource):
@@ -385,13 +387,13 @@ class RunSummary(Resource):
     parent_turn_index: Count | None
     is_evaluation: bool
     progress: Progress
+    error: RunError | None
     created_at: Time
     updated_at: Time
     completed_at: Time | None
 
 
 class Run(RunSummary):
-    error: RunError | None
     io_pairs: list[IoPair]
     comments: list[Comment]
     token_usage: TokenUsage

@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +31,7 @@ import redis.asyncio as aredis
 from api.problems import PROBLEM_TYPE, SLUGS
 from engine.db.session import Database
 from engine.eventstream import StoredEvent, read_batch
+from engine.runfeed import end_position, read_org_batch
 from workers.events import CHANNEL
 
 log = logging.getLogger("quorum.api.streams")
@@ -40,6 +41,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 RETRY_AFTER_S = 5
 POLL_S = 2.0  # without a working subscription, the table is read this often
 SUBSCRIBED_POLL_S = 15.0  # with one, the notification is the nudge; this is the safety net
+FEED_POLL_S = 1.0  # an organization's feed reads the table this often
 
 
 class StreamsFull(Exception):
@@ -190,19 +192,7 @@ class Stream:
 
     async def run(self, send: Send, receive: Receive) -> None:
         """Send events until the run ends, ``max_s`` passes or the client leaves."""
-        gone = asyncio.get_running_loop().create_task(_departure(receive))
-        follow = asyncio.get_running_loop().create_task(self._follow(send))
-        try:
-            await asyncio.wait({gone, follow}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (gone, follow):
-                task.cancel()
-            for task in (gone, follow):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        if follow.done() and not follow.cancelled() and follow.exception() is None:
-            with contextlib.suppress(Exception):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await serve(self._follow, send, receive)
 
     async def _follow(self, send: Send) -> None:
         loop = asyncio.get_running_loop()
@@ -234,6 +224,70 @@ class Stream:
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), max(0.0, timeout))
+
+
+@dataclass
+class FeedStream:
+    """One client's feed of its organization's ``run`` events (``engine.runfeed``).
+
+    Polled every :data:`FEED_POLL_S`: notifications are sent per run, and a list page is
+    live enough at that pace. Without a resume point it starts at the present, announced
+    as an ``id:`` line alone.
+    """
+
+    org_id: str
+    after: int | None
+    db: Database
+    reader: ThreadPoolExecutor
+    heartbeat_s: float
+    max_s: float
+
+    async def run(self, send: Send, receive: Receive) -> None:
+        await serve(self._follow, send, receive)
+
+    async def _follow(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        started = last_out = loop.time()
+        if self.after is None:
+            self.after = await loop.run_in_executor(self.reader, lambda: end_position(self.db))
+            await _body(send, f"id: {self.after}\n\n")
+        while True:
+            events = await loop.run_in_executor(
+                self.reader, read_org_batch, self.db, self.org_id, self.after
+            )
+            for event in events:
+                await _body(send, format_event(event))
+                self.after = event.seq
+            now = loop.time()
+            if events:
+                last_out = now
+            if len(events) >= 500:
+                continue
+            if now - started >= self.max_s:
+                return
+            if now - last_out >= self.heartbeat_s:
+                await _body(send, ": keepalive\n\n")
+                last_out = now
+            await asyncio.sleep(max(0.0, min(FEED_POLL_S, self.heartbeat_s - (now - last_out))))
+
+
+async def serve(
+    follow: Callable[[Send], Coroutine[Any, Any, None]], send: Send, receive: Receive
+) -> None:
+    """Run ``follow`` until it ends or the client leaves; close the body if it ended."""
+    gone = asyncio.get_running_loop().create_task(_departure(receive))
+    following = asyncio.get_running_loop().create_task(follow(send))
+    try:
+        await asyncio.wait({gone, following}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (gone, following):
+            task.cancel()
+        for task in (gone, following):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if following.done() and not following.cancelled() and following.exception() is None:
+        with contextlib.suppress(Exception):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def format_event(event: StoredEvent) -> str:

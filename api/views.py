@@ -83,8 +83,10 @@ def step(st: Step) -> dict[str, Any]:
         "n_consensus": st.n_consensus,
         "consensus": st.consensus,
         "created_at": rfc3339(st.created_at),
+        "queued_at": rfc3339(st.queued_at),
         "started_at": rfc3339(st.started_at),
         "completed_at": rfc3339(st.completed_at),
+        "worker": st.worker,
     }
 
 
@@ -118,7 +120,6 @@ def run(
 ) -> dict[str, Any]:
     return {
         **run_summary(r),
-        "error": r.error,
         "io_pairs": [io_pair(t) for t in turns],
         "comments": [comment(c) for c in comments],
         "token_usage": token_usage,
@@ -142,6 +143,8 @@ def run_summary(r: Run) -> dict[str, Any]:
         "parent_turn_index": r.parent_turn_index,
         "is_evaluation": r.is_evaluation,
         "progress": {"steps_total": r.steps_total, "steps_done": r.steps_done},
+        # In lists too: a failed run shows its failing block at a glance.
+        "error": r.error,
         "created_at": rfc3339(r.created_at),
         "updated_at": rfc3339(r.updated_at),
         "completed_at": rfc3339(r.completed_at),

@@ -173,8 +173,11 @@ def list_executions(
     after: str | None,
     run_id: str | None = None,
     block_id: str | None = None,
+    workflow_id: str | None = None,
 ) -> Page[BlockExecution]:
     stmt = select(BlockExecution).where(BlockExecution.organization_id == org_id)
+    if workflow_id:
+        stmt = stmt.where(BlockExecution.workflow_id == workflow_id)
     if run_id:
         stmt = stmt.where(BlockExecution.run_id == run_id)
     if block_id:

@@ -18,6 +18,7 @@ from engine.execute import wrap
 from engine.graph import Graph, parse_graph
 from engine.ids import new_id
 from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
+from engine.listfilters import created_between, id_starts_with
 from engine.pages import Page, paginate
 from engine.ports import Work, WorkKind
 from engine.scheduler import Scheduler, step_path
@@ -172,8 +173,14 @@ def list_runs(
     workflow_id: str | None = None,
     status: str | None = None,
     original_run_id: str | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    id_prefix: str | None = None,
 ) -> Page[Run]:
     stmt = select(Run).where(Run.organization_id == org_id)
+    stmt = stmt.where(*created_between(Run, created_from, created_to))
+    if id_prefix:
+        stmt = stmt.where(*id_starts_with(Run.id, id_prefix))
     if workflow_id:
         stmt = stmt.where(Run.workflow_id == workflow_id)
     if status:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from engine.settings import Settings, SettingsError
-from quorum import remote
+from quorum import listing, remote
 
 
 def _settings() -> Settings:
@@ -256,8 +256,9 @@ def demo(timeout: float) -> None:
         raise click.ClickException(f"the demo run ended {run['status']}")
 
 
-# The commands that talk to a running API (run, rerun, fork, status): quorum/remote.py.
-for _command in remote.COMMANDS:
+# The commands that talk to a running API (run, rerun, fork, status): quorum/remote.py;
+# runs list and workflows list: quorum/listing.py.
+for _command in (*remote.COMMANDS, *listing.COMMANDS):
     main.add_command(_command)
 
 

@@ -109,6 +109,23 @@ def _resume_point(query: EventsQuery) -> int:
     return int(raw)
 
 
+def hand_over(kind: str, target: str, after: int | None) -> Response | None:
+    """Under api.asgi, the answer that hands the stream over to the event loop, else None.
+
+    The marker header names the stream (``run <run id>`` or ``feed <organization id>``),
+    where it resumes (``-1``: at the present) and the key it is counted against.
+    """
+    token = runtime().stream_token
+    if token is None or not secrets.compare_digest(request.headers.get(STREAM_HEADER, ""), token):
+        return None
+    resp = Response(b"", mimetype=EVENT_STREAM)
+    position = -1 if after is None else after
+    resp.headers[STREAM_HEADER] = f"{kind} {target} {position} {current().key_prefix}"
+    resp.headers["Cache-Control"] = "no-cache"
+    resp.headers["X-Accel-Buffering"] = "no"
+    return resp
+
+
 def format_event(event: StoredEvent) -> str:
     data = json.dumps(event.data, separators=(",", ":"))
     return f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n"
@@ -130,14 +147,9 @@ def run_events(run_id: str, query: EventsQuery) -> Any:
     rt = runtime()
     with rt.db.transaction() as s:
         svc.get_run(s, current().organization_id, run_id)  # 404 before streaming
-    token = rt.stream_token
-    if token is not None and secrets.compare_digest(request.headers.get(STREAM_HEADER, ""), token):
-        # Served by api.asgi: the stream goes on on its event loop, not on this thread.
-        resp = Response(b"", mimetype=EVENT_STREAM)
-        resp.headers[STREAM_HEADER] = f"{run_id} {after} {current().key_prefix}"
-        resp.headers["Cache-Control"] = "no-cache"
-        resp.headers["X-Accel-Buffering"] = "no"
-        return resp
+    handed = hand_over("run", run_id, after)
+    if handed is not None:
+        return handed
 
     def messages() -> Iterator[str]:
         # Sent at once, so the client gets the headers before the first event.

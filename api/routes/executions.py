@@ -9,9 +9,10 @@ from sqlalchemy import text
 
 from api import idempotent, schemas, views
 from api.auth import current
+from api.browsing import ExecutionsListQuery
 from api.registry import registry
 from api.runtime import runtime
-from api.schemas import CreateExecution, ExecutionsQuery
+from api.schemas import CreateExecution
 from engine import executions as svc
 
 bp = Blueprint("executions", __name__)
@@ -81,10 +82,10 @@ def create_execution(body: CreateExecution) -> Any:
     "/v1/workflows/blocks/executions",
     summary="List block executions",
     tag="block executions",
-    query=ExecutionsQuery,
+    query=ExecutionsListQuery,
     response=schemas.BlockExecutionPage,
 )
-def list_executions(query: ExecutionsQuery) -> Any:
+def list_executions(query: ExecutionsListQuery) -> Any:
     with runtime().db.transaction() as s:
         page = svc.list_executions(
             s,
@@ -93,6 +94,7 @@ def list_executions(query: ExecutionsQuery) -> Any:
             after=query.after,
             run_id=query.run_id,
             block_id=query.block_id,
+            workflow_id=query.workflow_id,
         )
         return {
             "data": [views.execution(e) for e in page.items],

@@ -8,9 +8,10 @@ from flask import Blueprint
 
 from api import idempotent, schemas, views
 from api.auth import current
+from api.browsing import RunsListQuery
 from api.registry import registry
 from api.runtime import runtime
-from api.schemas import CheckpointBody, CommentBody, CreateRun, PageQuery, RunInput, RunsQuery
+from api.schemas import CheckpointBody, CommentBody, CreateRun, PageQuery, RunInput
 from engine import runs as svc
 from engine.checkpoint import fork_run
 from engine.db.models import Run, Step
@@ -88,10 +89,10 @@ def create_run(body: CreateRun) -> Any:
     "/v1/workflows/runs",
     summary="List runs",
     tag="runs",
-    query=RunsQuery,
+    query=RunsListQuery,
     response=schemas.RunPage,
 )
-def list_runs(query: RunsQuery) -> Any:
+def list_runs(query: RunsListQuery) -> Any:
     with runtime().db.transaction() as s:
         page = svc.list_runs(
             s,
@@ -101,6 +102,9 @@ def list_runs(query: RunsQuery) -> Any:
             workflow_id=query.workflow_id,
             status=query.status,
             original_run_id=query.original_run_id,
+            created_from=query.created_from,
+            created_to=query.created_to,
+            id_prefix=query.id_prefix,
         )
         return {
             "data": [views.run_summary(r) for r in page.items],

@@ -1,4 +1,7 @@
-"""The run inspector: a static page that reads a run through the /v1 API in the browser.
+"""The browser UI: static pages that read runs and workflows through the /v1 API.
+
+``/ui`` (runs, the home page), ``/ui/workflows``, ``/ui/workflows/{id}`` and the run
+inspector ``/ui/runs/{id}``.
 
 The HTML shell and its assets are public (they hold no data); every data fetch the page makes
 goes to ``/v1`` with the API key the user gives it (``#key=...`` in the URL fragment, which a
@@ -50,6 +53,49 @@ def _headers(resp: Response) -> Response:
     return resp
 
 
+def _page(name: str) -> Any:
+    return send_from_directory(UI_DIR, name, mimetype="text/html")
+
+
+@route(
+    bp,
+    "GET",
+    "/ui",
+    summary="Runs page, the UI's home (data is fetched from /v1 with the user's API key)",
+    tag="ui",
+    auth=False,
+    content=("text/html",),
+)
+def runs_page() -> Any:
+    return _page("runs.html")
+
+
+@route(
+    bp,
+    "GET",
+    "/ui/workflows",
+    summary="Workflows page",
+    tag="ui",
+    auth=False,
+    content=("text/html",),
+)
+def workflows_page() -> Any:
+    return _page("workflows.html")
+
+
+@route(
+    bp,
+    "GET",
+    "/ui/workflows/<workflow_id>",
+    summary="One workflow's page: graph, draft changes, runs, block re-runs",
+    tag="ui",
+    auth=False,
+    content=("text/html",),
+)
+def workflow_page(workflow_id: str) -> Any:
+    return _page("workflow.html")
+
+
 @route(
     bp,
     "GET",
@@ -61,7 +107,7 @@ def _headers(resp: Response) -> Response:
 )
 def run_inspector(run_id: str) -> Any:
     # The shell is the same for every run: the page reads the run id from its own path.
-    return send_from_directory(UI_DIR, "inspector.html", mimetype="text/html")
+    return _page("inspector.html")
 
 
 @route(

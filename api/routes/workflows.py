@@ -8,10 +8,12 @@ from flask import Blueprint
 
 from api import idempotent, schemas, views
 from api.auth import current
+from api.browsing import DraftDiffQuery, GraphDiff
 from api.registry import registry
 from api.runtime import runtime
 from api.schemas import CreateWorkflow, PageQuery, PatchBlock, PublishVersion, ReplaceDraft
 from engine import workflows as svc
+from engine.graphdiff import diff_draft
 
 bp = Blueprint("workflows", __name__)
 route = registry.route
@@ -166,3 +168,23 @@ def publish_version(workflow_id: str, body: PublishVersion) -> Any:
 def get_version(workflow_id: str, number: int) -> Any:
     with runtime().db.transaction() as s:
         return views.version(svc.get_version(s, current().organization_id, workflow_id, number))
+
+
+@route(
+    bp,
+    "GET",
+    "/v1/workflows/<workflow_id>/draft/diff",
+    summary="The draft against a published version: blocks and edges added, removed, changed",
+    tag="workflows",
+    query=DraftDiffQuery,
+    response=GraphDiff,
+)
+def draft_diff(workflow_id: str, query: DraftDiffQuery) -> Any:
+    with runtime().db.transaction() as s:
+        found = diff_draft(s, current().organization_id, workflow_id, query.version)
+    return {
+        "workflow_id": found.workflow_id,
+        "version": found.version,
+        "identical": found.diff.is_empty,
+        **found.diff.as_dict(),
+    }

@@ -7,6 +7,7 @@ import os
 import random
 import uuid
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -110,7 +111,15 @@ def decode(response: httpx.Response) -> Any:
 
 
 def params(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
+    """Query or body values that are set; a datetime as RFC 3339 (naive ones are refused)."""
+    set_ = {k: v for k, v in values.items() if v is not None}
+    return {k: instant(v) if isinstance(v, datetime) else v for k, v in set_.items()}
+
+
+def instant(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone: pass an aware datetime")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def workflow_body(

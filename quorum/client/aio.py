@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -249,13 +250,20 @@ class AsyncRuns:
         workflow_id: str | None = None,
         status: str | None = None,
         original_run_id: str | None = None,
+        created_from: datetime | str | None = None,
+        created_to: datetime | str | None = None,
+        id_prefix: str | None = None,
         limit: int | None = None,
         after: str | None = None,
     ) -> Page[Run]:
+        """Newest first; ``created_from`` (inclusive) and ``created_to`` need a time zone."""
         query = c.params(
             workflow_id=workflow_id,
             status=status,
             original_run_id=original_run_id,
+            created_from=created_from,
+            created_to=created_to,
+            id_prefix=id_prefix,
             limit=limit,
             after=after,
         )

@@ -172,3 +172,24 @@ def test_a_run_is_followed_to_its_end_through_quorum_api(
         run = client.runs.wait(run_id, timeout=60, on_event=seen.append)
     assert run.status == "completed"
     assert any(getattr(e, "kind", None) == "run" for e in seen)
+
+
+def test_the_organization_feed_is_served_on_the_event_loop_and_capped(
+    api: Api, fleet: Fleet, served: tuple[Worker, str]
+) -> None:
+    _, base = served
+    first, capped = _owner_keys(fleet, api, 2)
+    feed = open_stream(base, first, None)
+    try:
+        assert feed.status == 200, feed.head
+        assert "x-quorum-async-stream" not in feed.head.lower()  # the hand-over stays inside
+        feed.read_until(b"id: ")  # its position: the present
+        run_id = waiting_run(api)
+        feed.read_until(run_id.encode(), timeout=15)
+    finally:
+        feed.close()
+    # Counted like a run's streams: a key at its cap gets no feed either.
+    with streams(base, [capped], waiting_run(api), PER_KEY):
+        refused = open_stream(base, capped, None)
+        refused.close()
+        assert refused.status == 429, refused.head

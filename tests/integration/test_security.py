@@ -334,6 +334,7 @@ def test_another_organization_gets_404_exactly_like_a_missing_id_and_changes_not
         ("POST", f"/v1/workflows/{wid}/versions", {"name": "v2"}, wid),
         ("GET", f"/v1/workflows/{wid}/versions/0", None, wid),
         ("GET", f"/v1/workflows/{wid}/versions/1", None, wid),
+        ("GET", f"/v1/workflows/{wid}/draft/diff", None, wid),
         ("POST", "/v1/workflows/runs", {"workflow_id": wid, "inputs": {"doc": "x"}}, wid),
         ("POST", "/v1/workflows/runs", {"workflow_id": wid, "version": "draft"}, wid),
     ]
@@ -394,6 +395,10 @@ def test_another_organization_gets_404_exactly_like_a_missing_id_and_changes_not
     assert ids(EXECUTIONS, run_id=done["id"]) == set()
     assert ids(EXECUTIONS, run_id=done["id"], block_id="d") == set()
     assert ids(EXECUTIONS, block_id="d") == set()
+    assert ids(EXECUTIONS, workflow_id=double["id"]) == set()
+    for rid in runs:
+        assert ids("/v1/workflows/runs", id_prefix=rid) == set()
+    assert ids("/v1/workflows/runs", created_from="2000-01-01T00:00:00Z") == {theirs_run["id"]}
 
     # Nothing changed: not a row anywhere, not a field of the owner's objects.
     assert table_counts(db) == counts
@@ -406,6 +411,8 @@ def test_another_organization_gets_404_exactly_like_a_missing_id_and_changes_not
     assert own("/v1/workflows/runs", workflow_id=wid) == {waiting["id"]}
     assert own("/v1/workflows/runs", original_run_id=done["id"]) == {child["id"]}
     assert own(EXECUTIONS, run_id=done["id"]) == {eid}
+    assert own(EXECUTIONS, workflow_id=double["id"]) == {eid}
+    assert own("/v1/workflows/runs", id_prefix=done["id"]) == {done["id"]}
     assert theirs_run["id"] not in own("/v1/workflows/runs")
     # And what the foreign calls could not do, the owner still can.
     ok(api.post(f"/v1/workflows/runs/{waiting['id']}/input", {"input": "yes"}), 202)

@@ -4,35 +4,29 @@ Chromium is Debian's (/usr/bin/chromium, or ``QUORUM_TEST_CHROMIUM``), driven by
 ``playwright`` package (its driver ships in the wheel; ``playwright install`` is never needed).
 Without Chromium or playwright the tests skip on a laptop and fail when ``CI`` is set.
 ``QUORUM_UI_SCREENSHOTS=docs`` writes the README's screenshots there (else to a temp dir).
+The browser fixtures are in ``tests/support/browser.py``.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.support.browser import (  # noqa: F401 (fixtures, registered by their names)
+    browser_fixture,
+    chromium_path_fixture,
+    client_fixture,
+    page_errors_fixture,
+    page_fixture,
+    screenshots_fixture,
+)
 from tests.support.fleet import Api, Fleet
-from tests.support.services import on_ci
 
 pytestmark = pytest.mark.integration
-
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 20_000
 
 DOCUMENTS = [
     "invoice_number: INV-7\nvendor: ACME GmbH\ntotal: 1,234.50\ncurrency: EUR\n",
@@ -107,84 +101,6 @@ GRAPH: dict[str, Any] = {
     ],
 }
 COMPLETED = ("start", "has_documents", "each_invoice", "extract_invoice", "tag_invoice", "archive")
-
-
-def _unavailable(message: str) -> None:
-    if on_ci():
-        pytest.fail(f"{message} (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="session")
-def chromium_path() -> str:
-    """Debian's Chromium and the playwright package, or skip (fail on CI)."""
-    path = os.environ.get("QUORUM_TEST_CHROMIUM") or "/usr/bin/chromium"
-    if not (Path(path).is_file() and os.access(path, os.X_OK)) and not shutil.which(path):
-        _unavailable(f"Chromium is not installed at {path} (apt-get install chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError as exc:
-        _unavailable(f"the playwright package is missing ({exc}); pip install -e '.[dev]'")
-    return path
-
-
-@pytest.fixture(scope="module")
-def browser(chromium_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from playwright.sync_api import expect, sync_playwright
-
-    profile = tmp_path_factory.mktemp("chromium-profile")  # a new, empty user data dir
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=chromium_path,
-            headless=True,
-            args=LAUNCH_ARGS,
-            viewport={"width": 1440, "height": 900},
-        )
-        context.set_default_timeout(TIMEOUT_MS)
-        expect.set_options(timeout=TIMEOUT_MS)
-        try:
-            yield context
-        finally:
-            context.close()
-
-
-@pytest.fixture
-def page_errors() -> list[str]:
-    return []
-
-
-@pytest.fixture
-def page(browser: Any, page_errors: list[str]) -> Iterator[Any]:
-    """A new tab; script errors land in ``page_errors`` (refused requests are expected)."""
-
-    def on_console(msg: Any) -> None:
-        if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
-            page_errors.append(msg.text)
-
-    p = browser.new_page()
-    p.on("pageerror", lambda exc: page_errors.append(str(exc)))
-    p.on("console", on_console)
-    try:
-        yield p
-    finally:
-        p.close()
-
-
-@pytest.fixture
-def client(fleet: Fleet, request: pytest.FixtureRequest) -> Iterator[tuple[Api, str]]:
-    key = fleet.new_key(f"ui-{request.node.name}")
-    api = Api(fleet.base_url, key)
-    yield api, key
-    api.close()
-
-
-@pytest.fixture
-def screenshots(tmp_path: Path) -> Path:
-    target = os.environ.get("QUORUM_UI_SCREENSHOTS")
-    out = Path(target) if target else tmp_path
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def test_run_inspector_shows_the_run_live_and_reruns_and_forks(
@@ -324,40 +240,62 @@ def test_run_inspector_asks_for_a_key_and_explains_refusals(
     expect(page.locator("#inspector")).to_be_hidden()
 
 
-def test_run_inspector_assets_are_local(fleet: Fleet) -> None:
-    http = httpx.Client(base_url=fleet.base_url, timeout=30)  # no API key: the shell is public
+PAGES = (
+    "/ui",
+    "/ui/workflows",
+    "/ui/workflows/0123456789abcdef01234567",
+    "/ui/runs/0123456789abcdef01234567",
+)
+
+
+def test_the_pages_and_their_assets_are_local(fleet: Fleet) -> None:
+    http = httpx.Client(base_url=fleet.base_url, timeout=30)  # no API key: the shells are public
     try:
-        _check_assets(http)
+        for path in PAGES:
+            _check_page(http, path)
+        assert http.get("/ui/runs/not-a-run").status_code == 404
+        assert http.get("/ui/workflows/not-a-workflow").status_code == 404
+        assert http.get("/ui/assets/%2e%2e/routes/ui.py").status_code == 404
+        # The data itself needs the key.
+        assert http.get("/v1/workflows/runs/0123456789abcdef01234567").status_code == 401
+        assert http.get("/v1/workflows/runs/events").status_code == 401
     finally:
         http.close()
 
 
-def _check_assets(http: httpx.Client) -> None:
-    r = http.get("/ui/runs/0123456789abcdef01234567")
-    assert r.status_code == 200
+def _check_page(http: httpx.Client, path: str) -> None:
+    r = http.get(path)
+    assert r.status_code == 200, path
     assert r.headers["content-type"].startswith("text/html")
     assert "default-src 'none'" in r.headers["content-security-policy"]
     refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", r.text)
     assert refs
+    entries = []
     for ref in refs:
         if ref.startswith(("#", "data:")):
             continue
-        assert ref.startswith("/ui/assets/"), ref
-        asset = http.get(ref)
-        assert asset.status_code == 200, ref
+        # Links between the UI's own pages; everything else is one of its assets.
+        assert ref.startswith("/ui/assets/") or ref in PAGES[:2], (path, ref)
+        assert http.get(ref).status_code == 200, ref
+        if ref.endswith(".js"):
+            entries.append(ref.removeprefix("/ui/assets/js/"))
+    assert len(entries) == 1, path
     # Modules import each other by relative path: every one is served, none from elsewhere.
-    main = http.get("/ui/assets/js/main.js").text
-    modules = set(re.findall(r"""from\s+["']\./([a-z]+\.js)["']""", main))
-    assert {"api.js", "graph.js", "live.js", "model.js", "panels.js", "dom.js"} <= modules
-    for name in modules:
+    seen: set[str] = set()
+    todo = list(entries)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
         js = http.get(f"/ui/assets/js/{name}")
-        assert js.status_code == 200
+        assert js.status_code == 200, name
         assert js.headers["content-type"].startswith("text/javascript")
         assert not re.search(r"https?://", js.text.replace("http://www.w3.org/2000/svg", ""))
-    assert http.get("/ui/runs/not-a-run").status_code == 404
-    assert http.get("/ui/assets/%2e%2e/routes/ui.py").status_code == 404
-    # The data itself needs the key.
-    assert http.get("/v1/workflows/runs/0123456789abcdef01234567").status_code == 401
+        # Data reaches the page as text nodes only: no markup is ever parsed from a string.
+        assert not re.search(r"\.(inner|outer)HTML\s*=|insertAdjacentHTML|document\.write", js.text)
+        todo += re.findall(r"""from\s+["']\./([a-z]+\.js)["']""", js.text)
+    assert {"api.js", "dom.js", "session.js"} <= seen, path
 
 
 def test_run_inspector_polls_without_the_event_stream(

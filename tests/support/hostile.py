@@ -83,11 +83,13 @@ class RawStream:
             self.sock.close()
 
 
-def open_stream(base: str, key: str, run_id: str, timeout: float = 10) -> RawStream:
+def open_stream(base: str, key: str, run_id: str | None, timeout: float = 10) -> RawStream:
+    """A run's stream, or (``run_id`` None) the organization's run feed."""
     host, port = base.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=timeout)
+    path = "/v1/workflows/runs/events" if run_id is None else f"/v1/workflows/runs/{run_id}/events"
     request = (
-        f"GET /v1/workflows/runs/{run_id}/events HTTP/1.1\r\nHost: {host}\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\n"
         f"Authorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n"
     )
     sock.sendall(request.encode())

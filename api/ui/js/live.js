@@ -12,23 +12,27 @@ const SAFETY_POLL_MS = 10_000;
 const DEBOUNCE_MS = 120;
 const STREAM_RETRIES = 3;
 
-let eventsRoute = null;
+const RUN_EVENTS = "/v1/workflows/runs/{run_id}/events";
+let openapiPaths = null;
 
-// Whether this deployment serves the run events stream: the public OpenAPI document lists
-// every route, so one look there spares a request (and a logged 404) per page.
-async function hasEventStream() {
-  if (eventsRoute === null) {
-    eventsRoute = fetch("/openapi.json", { credentials: "omit" })
+// Whether this deployment serves an events stream: the public OpenAPI document lists every
+// route, so one look there spares a request (and a logged 404) per page.
+async function hasEventStream(route) {
+  if (openapiPaths === null) {
+    openapiPaths = fetch("/openapi.json", { credentials: "omit" })
       .then((r) => (r.ok ? r.json() : {}))
-      .then((doc) => Boolean(doc && doc.paths && doc.paths["/v1/workflows/runs/{run_id}/events"]))
-      .catch(() => false);
+      .then((doc) => (doc && doc.paths) || {})
+      .catch(() => ({}));
   }
-  return eventsRoute;
+  return Boolean((await openapiPaths)[route]);
 }
 
 export class Live {
-  constructor({ runId, refresh, isDone, onMode, onError }) {
-    this.runId = runId;
+  // `path`/`route`: another stream (the organization's run feed); events only nudge `refresh`.
+  constructor({ runId, path, route, pollMs, refresh, isDone, onMode, onError }) {
+    this.path = path || `/v1/workflows/runs/${encodeURIComponent(runId)}/events`;
+    this.route = route || RUN_EVENTS;
+    this.pollMs = pollMs || POLL_MS;
     this.refresh = refresh;
     this.isDone = isDone;
     this.onMode = onMode;
@@ -47,7 +51,7 @@ export class Live {
     if (!this.stopped) return;
     this.stopped = false;
     const streams = typeof ReadableStream !== "undefined" && typeof TextDecoderStream !== "undefined";
-    if (streams && (await hasEventStream())) this.stream(0);
+    if (streams && (await hasEventStream(this.route))) this.stream(0);
     else this.poll();
   }
 
@@ -100,7 +104,7 @@ export class Live {
     const loop = async () => {
       if (this.stopped) return;
       const wait = await this.tick();
-      if (wait >= 0 && !this.stopped) this.timer = setTimeout(loop, Math.max(POLL_MS, wait));
+      if (wait >= 0 && !this.stopped) this.timer = setTimeout(loop, Math.max(this.pollMs, wait));
     };
     loop();
   }
@@ -119,7 +123,7 @@ export class Live {
     if (this.lastEventId) headers["Last-Event-ID"] = this.lastEventId;
     let resp;
     try {
-      resp = await fetch(`/v1/workflows/runs/${encodeURIComponent(this.runId)}/events`, {
+      resp = await fetch(this.path, {
         headers,
         cache: "no-store",
         credentials: "omit",

@@ -1,11 +1,13 @@
 // The run inspector: /ui/runs/{run_id}. Reads the run through the /v1 API with the user's key.
 
-import { ApiError, allPages, forgetKey, get, getKey, post, problemView, setKey, takeKeyFromFragment } from "./api.js";
+import { ApiError, allPages, get, post, problemView } from "./api.js";
 import { fill, h, keepFocus, runLink } from "./dom.js";
 import { LEGEND, computeLayout, renderGraph } from "./graph.js";
 import { Live } from "./live.js";
 import { TERMINAL_RUN, TERMINAL_STEP, blockInfo, chronological, stateOf } from "./model.js";
 import * as panels from "./panels.js";
+import { keyGate, showMode } from "./session.js";
+import { timeline } from "./timeline.js";
 
 const $ = (id) => document.getElementById(id);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -113,6 +115,8 @@ function render() {
   );
 
   renderBlockPanel(info);
+  const tick = TERMINAL_RUN.has(run.status) ? 0 : Math.floor(Date.now() / 1000);
+  section("timeline", [state.steps, run.created_at, run.completed_at, tick], () => fill($("timeline"), timeline(state.steps, run, { onPick: (st) => selectBlock(st.block_id, st.step_id, { scroll: true }) })));
 
   section("steps", [state.steps, state.stepsFilter, state.stepsTruncated, state.selectedStep], () =>
     fill(
@@ -324,27 +328,12 @@ async function fork(turnIndex) {
 
 // -- key, errors, start -------------------------------------------------------------------
 
-function setMode(mode) {
-  const el = $("live");
-  const text = {
-    streaming: "Live: following the run's events",
-    polling: "Live: refreshing every second",
-    reconnecting: "Live: reconnecting…",
-    finished: "Run finished: showing its final state",
-    error: "Connection problem: retrying",
-  }[mode];
-  el.dataset.mode = mode;
-  el.textContent = text || "";
-}
+const setMode = (mode) =>
+  showMode(mode, { streaming: "Live: following the run's events", polling: "Live: refreshing every second", finished: "Run finished: showing its final state" });
 
 // Returns true when the page cannot go on (and says why).
 function showError(err) {
-  if (err instanceof ApiError && err.status === 401) {
-    forgetKey();
-    if (live) live.stop();
-    askForKey(problemView(err, { context: "The API refused the key" }));
-    return true;
-  }
+  if (gate.refused(err)) return true;
   if (err instanceof ApiError && err.status === 404) {
     if (live) live.stop();
     $("inspector").hidden = true;
@@ -361,18 +350,16 @@ function showError(err) {
   return false;
 }
 
-function askForKey(problem) {
-  $("key-panel").hidden = false;
-  $("inspector").hidden = true;
-  $("forget-key").hidden = true;
-  fill($("key-problem"), problem || null);
-  $("key-input").focus();
-}
+const gate = keyGate({
+  content: "inspector",
+  onStart: start,
+  onStop: () => {
+    if (live) live.stop();
+    setMode("");
+  },
+});
 
 async function start() {
-  $("key-panel").hidden = true;
-  $("forget-key").hidden = false;
-  fill($("key-problem"));
   try {
     await refresh();
   } catch (err) {
@@ -397,35 +384,15 @@ function init() {
     $("legend"),
     panels.legend(LEGEND),
   );
-  $("key-form").addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    const key = $("key-input").value.trim();
-    if (!key) return;
-    setKey(key);
-    $("key-input").value = "";
-    start();
-  });
-  $("forget-key").addEventListener("click", () => {
-    forgetKey();
-    if (live) live.stop();
-    setMode("");
-    askForKey();
-  });
   $("steps-filter").addEventListener("input", (ev) => {
     state.stepsFilter = ev.target.value;
     render();
-  });
-  takeKeyFromFragment();
-  // A link with another key opened in this tab only changes the fragment: start afresh.
-  window.addEventListener("hashchange", () => {
-    if (takeKeyFromFragment()) location.reload();
   });
   if (!/^[0-9a-f]{24}$/.test(RUN_ID)) {
     fill($("page-problem"), h("div", { class: "problem", role: "alert" }, h("p", {}, h("strong", {}, "Not a run id: "), RUN_ID || "(empty)")));
     return;
   }
-  if (getKey()) start();
-  else askForKey();
+  gate.begin();
 }
 
 init();

@@ -1,5 +1,7 @@
 // Derived views of a run's steps: per block, the state of its latest step(s).
 
+import { statusOf } from "./wire.js";
+
 export const TERMINAL_RUN = new Set(["completed", "failed", "cancelled", "aborted_looping_risk"]);
 export const TERMINAL_STEP = new Set(["completed", "error", "cancelled", "skipped"]);
 export const RERUNNABLE = new Set(["function", "extract", "classifier", "split", "router", "end", "start"]);
@@ -10,7 +12,7 @@ export const MODEL_TYPES = new Set(["extract", "classifier", "split"]);
 const PRIORITY = ["running", "queued", "pending", "error", "cancelled", "completed", "skipped"];
 
 export function stateOf(step) {
-  return (step && step.lifecycle && step.lifecycle.state) || "pending";
+  return statusOf(step);
 }
 
 export function chronological(steps) {

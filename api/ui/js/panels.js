@@ -2,6 +2,7 @@
 
 import { badge, between, formatMs, formatNumber, h, json, runBadge, runLink, stateLabel, time } from "./dom.js";
 import { MODEL_TYPES, RERUNNABLE, TERMINAL_RUN, TERMINAL_STEP, consensusRows, stateOf } from "./model.js";
+import { execOutputs, execSourceStep, lifecycleError, lifecycleReason, lifecycleWorker, outputsOf } from "./wire.js";
 
 function fact(term, ...value) {
   return h("div", { class: "fact" }, h("dt", {}, term), h("dd", {}, ...value));
@@ -36,7 +37,7 @@ export function summary(run) {
     h(
       "dl",
       { class: "facts" },
-      fact("Workflow", h("span", { class: "mono" }, run.workflow_id)),
+      fact("Workflow", h("a", { href: `/ui/workflows/${encodeURIComponent(run.workflow_id)}`, class: "mono", id: "workflow-link" }, run.workflow_id)),
       fact("Version", version),
       fact("Created", time(run.created_at)),
       fact("Completed", time(run.completed_at)),
@@ -60,10 +61,10 @@ export function legend(states) {
 }
 
 function stepNote(st) {
-  const lc = st.lifecycle || {};
-  if (lc.state === "error" && lc.error) return `${lc.error.type || "error"}: ${lc.error.message || ""}`;
-  if (lc.reason) return String(lc.reason).replaceAll("_", " ");
-  if (lc.state === "running" && lc.worker) return `on ${lc.worker}`;
+  const [status, error, reason, worker] = [stateOf(st), lifecycleError(st), lifecycleReason(st), lifecycleWorker(st)];
+  if (status === "error" && error) return `${error.type || "error"}: ${error.message || ""}`;
+  if (reason) return String(reason).replaceAll("_", " ");
+  if (status === "running" && worker) return `on ${worker}`;
   return null;
 }
 
@@ -325,14 +326,6 @@ export function commentsSection(comments) {
   );
 }
 
-function outputsOf(obj) {
-  if (!obj || typeof obj !== "object") return obj;
-  // Handles carry {type, data}; show the data of json handles, the metadata of files.
-  const out = {};
-  for (const [k, v] of Object.entries(obj)) out[k] = v && typeof v === "object" && v.type === "json" && "data" in v ? v.data : v;
-  return out;
-}
-
 export function blockPanel(block, entry, ctx) {
   if (!block) return h("p", { class: "empty" }, "Select a block in the graph to see its steps, inputs and outputs, and to re-run it.");
   const steps = entry ? entry.steps : [];
@@ -438,7 +431,7 @@ export function blockPanel(block, entry, ctx) {
                 " ",
                 badge(stateOf(ex)),
                 " ",
-                h("span", { class: "muted" }, ex.step_id || ""),
+                h("span", { class: "muted" }, execSourceStep(ex) || ""),
               ),
             ),
           ),
@@ -449,7 +442,7 @@ export function blockPanel(block, entry, ctx) {
 
 export function executionCard(ex, { onCancel, cancelling }) {
   const st = stateOf(ex);
-  const lc = ex.lifecycle || {};
+  const [error, reason, worker, outputs] = [lifecycleError(ex), lifecycleReason(ex), lifecycleWorker(ex), execOutputs(ex)];
   const terminal = TERMINAL_STEP.has(st);
   const order = ["queued", "running", "completed"];
   const reached = terminal ? (st === "completed" ? 3 : 2) : Math.max(0, order.indexOf(st) + 1);
@@ -468,15 +461,15 @@ export function executionCard(ex, { onCancel, cancelling }) {
       "dl",
       { class: "facts compact" },
       fact("Execution", h("span", { class: "mono" }, ex.id)),
-      fact("Step", h("span", { class: "mono" }, ex.step_id || ex.block_id)),
+      fact("Step", h("span", { class: "mono" }, execSourceStep(ex) || ex.block_id)),
       fact("Duration", formatMs(ex.duration_ms)),
       fact("Created", time(ex.created_at)),
       ex.n_consensus && ex.n_consensus > 1 ? fact("n_consensus", ex.n_consensus) : null,
-      lc.worker ? fact("Worker", lc.worker) : null,
+      worker ? fact("Worker", worker) : null,
     ),
-    st === "error" && lc.error ? h("p", { class: "error-text" }, `${lc.error.type || "error"}: ${lc.error.message || ""}`) : null,
-    lc.reason ? h("p", { class: "muted" }, String(lc.reason).replaceAll("_", " ")) : null,
-    ex.outputs ? h("div", { class: "execution-outputs" }, h("h4", {}, "Outputs"), json(outputsOf(ex.outputs), { lines: 24 })) : null,
+    st === "error" && error ? h("p", { class: "error-text" }, `${error.type || "error"}: ${error.message || ""}`) : null,
+    reason ? h("p", { class: "muted" }, String(reason).replaceAll("_", " ")) : null,
+    outputs ? h("div", { class: "execution-outputs" }, h("h4", {}, "Outputs"), json(outputsOf(outputs), { lines: 24 })) : null,
     ex.consensus ? h("div", {}, h("h4", {}, "Consensus"), consensusTable(ex.consensus)) : null,
     terminal ? null : h("button", { type: "button", class: "button", disabled: cancelling || undefined, onclick: onCancel, dataset: { focusKey: "ex-cancel" } }, cancelling ? "Cancelling…" : "Cancel re-run"),
   );
