@@ -13,9 +13,7 @@ from typing import Any
 
 from flask import Flask, request
 
-from engine.db.models import Run
-from engine.db.session import Database
-from engine.settings import Settings
+from bench.seam import Database, Run, Settings
 
 
 def create_app() -> Flask:
