@@ -3,6 +3,7 @@
     python -m bench                       # everything, 5 pairs (about 15 minutes on 2 cores)
     python -m bench --quick               # smaller sizes (about 5 minutes)
     python -m bench --scenarios S2,S3 --pairs 10
+    python -m bench --scenarios S1-API --quick
 
 Needs PostgreSQL (``QUORUM_BENCH_DATABASE_URL``, else ``QUORUM_TEST_DATABASE_URL``, else
 ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``) and ``redis-server`` on the PATH
@@ -27,15 +28,19 @@ from bench.env import BenchError, world
 from bench.inline import Engine
 from bench.report import Row
 
-ALL = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9")
+ALL = ("S1", "S1-API", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9")
+# Scenarios with a DBOS peer (its system database is made only when one of them runs).
+PEERED = {"S1", "S1-API", "S2", "S6"}
 
 NOTES = [
-    "Each scenario runs interleaved with its baseline in this invocation (engine, baseline, "
-    "engine, baseline, ...); medians over the samples; the ratio is the median of the "
-    "per-pair ratios (each pair ran back to back, so slow drifts of a shared machine cancel).",
+    "Each scenario runs interleaved with its baseline and its peer in this invocation "
+    "(engine, baseline, peer, engine, baseline, peer, ...); medians over the samples; each "
+    "ratio is the median of the per-round ratios (each round ran back to back, so slow drifts "
+    "of a shared machine cancel).",
     "S1-S3, S9: real worker processes (prefork, -E) on a private Redis and a fresh PostgreSQL "
     "database; the engine is submitted to as the API does it (commit, publish, mark queued) "
-    "from the bench process, without HTTP; end times are written by the workers.",
+    "from the bench process, without HTTP (S1-API: over HTTP); end times are written by the "
+    "workers.",
     "S4, S7, S8: the orchestrator / API in the bench process on the same database and Redis.",
 ]
 
@@ -80,12 +85,14 @@ def main(argv: list[str] | None = None) -> int:
             # In-process runs hand every message back to the bench (no successor run inline),
             # so each scenario decides what runs where.
             engine = Engine(w.settings(w.sink_queue, QUORUM_INLINE_SUCCESSORS="0"))
+            ctx = Ctx(world=w, sizes=sizes, engine=engine, seed=engine.seed())
             try:
-                ctx = Ctx(world=w, sizes=sizes, engine=engine, seed=engine.seed())
                 ctx.log(f"world ready: database {w.db_name}, broker {w.broker_url}")
                 failures = run_all(ctx, chosen)
                 rows = ctx.rows
+                notes = _peer_notes(ctx)
             finally:
+                ctx.close()
                 engine.close()
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
@@ -97,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     order = {s: i for i, s in enumerate(ALL)}
     rows.sort(key=lambda r: order.get(r.scenario, 99))
     print()
-    print(report.table(rows))
+    table = report.table(rows, peer_label=_peer_label(chosen))
+    print(table)
     print()
-    for note in NOTES:
+    for note in NOTES + notes:
         print(f"- {note}")
     for r in rows:
         for note in r.notes:
@@ -118,13 +126,32 @@ def main(argv: list[str] | None = None) -> int:
             "sizes": sizes.__dict__,
             "scenarios": sorted(chosen, key=lambda s: order[s]),
             "host": report.host(),
-            "notes": NOTES,
+            "notes": NOTES + notes,
             "failures": failures,
-            "table": report.table(rows),
+            "table": table,
             "rows": [r.as_json() for r in rows],
         },
     )
     return 1 if failures else 0
+
+
+def _peer_label(chosen: set[str]) -> str:
+    if not chosen & PEERED:
+        return "peer"
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"DBOS {version('dbos')}"
+    except PackageNotFoundError:
+        return "DBOS"
+
+
+def _peer_notes(ctx: Ctx) -> list[str]:
+    if ctx.peer is None:
+        return []
+    from bench.dbos_peer import settings_note
+
+    return [settings_note()]
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -132,15 +159,15 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def run_all(ctx: Ctx, chosen: set[str]) -> list[str]:
-    from bench import inproc, serving, workers
+    from bench import inproc, memory, serving, workers
 
     groups: list[tuple[set[str], Callable[[], None]]] = [
         ({"S7"}, lambda: serving.run_s7(ctx)),
         ({"S8"}, lambda: inproc.run_s8(ctx)),
         ({"S4"}, lambda: inproc.run_s4(ctx)),
         ({"S5", "S6"}, lambda: serving.run_s5_s6(ctx, chosen)),
-        ({"S1", "S2", "S3"}, lambda: workers.run_s1_s2_s3(ctx, chosen)),
-        ({"S9"}, lambda: workers.run_s9(ctx)),
+        ({"S1", "S1-API", "S2", "S3"}, lambda: workers.run_s1_s2_s3(ctx, chosen)),
+        ({"S9"}, lambda: memory.run_s9(ctx)),
     ]
     failures: list[str] = []
     for names, run in groups:

@@ -28,7 +28,7 @@ import httpx
 import redis
 from celery import Celery
 
-from engine.settings import Settings
+from bench.seam import Settings
 
 # Everything create_celery sets that shapes publishing, delivery and the worker loop.
 FLAGS = (
@@ -59,7 +59,7 @@ PROVIDER = "bench.provider"
 
 def engine_flags(broker_url: str, queue: str) -> dict[str, Any]:
     """The engine's Celery configuration, as create_celery builds it."""
-    from workers.celery_app import create_celery
+    from bench.seam import create_celery
 
     quorum = create_celery(Settings(broker_url=broker_url, queue=queue))
     try:

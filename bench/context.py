@@ -6,10 +6,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from bench.env import World
+from bench.env import BenchError, World
 from bench.inline import Engine, Seed
 from bench.report import Row
+
+if TYPE_CHECKING:
+    from bench.dbos_peer import DbosPeer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +68,27 @@ class Ctx:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    # The DBOS peer, made by the first scenario that measures it (see :meth:`dbos`).
+    peer: DbosPeer | None = None
+
+    @property
+    def dbos(self) -> DbosPeer:
+        if self.peer is None:
+            try:
+                from bench.dbos_peer import DbosPeer
+            except ImportError as exc:
+                raise BenchError(
+                    f"DBOS is not installed ({exc}); `make bench` installs the bench extra "
+                    "(pip install -e '.[bench]')"
+                ) from None
+            self.log("DBOS peer: creating its system database")
+            self.peer = DbosPeer(self)
+        return self.peer
+
+    def close(self) -> None:
+        if self.peer is not None:
+            self.peer.close()
+            self.peer = None
 
     def log(self, message: str) -> None:
         elapsed = time.monotonic() - self.started
@@ -85,10 +110,19 @@ def interleave(
     baseline: Callable[[], float],
 ) -> tuple[list[float], list[float]]:
     """A, B, A, B, ...: one engine sample then one baseline sample, ``pairs`` times."""
-    a: list[float] = []
-    b: list[float] = []
+    got = rounds(ctx, name, pairs, {"engine": engine, "baseline": baseline})
+    return got["engine"], got["baseline"]
+
+
+def rounds(
+    ctx: Ctx, name: str, pairs: int, sides: dict[str, Callable[[], float]]
+) -> dict[str, list[float]]:
+    """A, B, C, A, B, C, ...: one sample of each side in turn, ``pairs`` times, so that
+    the i-th samples of every side ran back to back (pair_ratio pairs them up)."""
+    got: dict[str, list[float]] = {label: [] for label in sides}
     for i in range(pairs):
-        a.append(engine())
-        b.append(baseline())
-        ctx.log(f"{name} pair {i + 1}/{pairs}: engine {a[-1]:.2f} baseline {b[-1]:.2f}")
-    return a, b
+        for label, sample in sides.items():
+            got[label].append(sample())
+        line = " ".join(f"{label} {v[-1]:.2f}" for label, v in got.items())
+        ctx.log(f"{name} pair {i + 1}/{pairs}: {line}")
+    return got

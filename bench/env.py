@@ -2,7 +2,8 @@
 
 * a fresh PostgreSQL database (``quorum_bench_<hex>``) on the server named by
   ``QUORUM_BENCH_DATABASE_URL`` (else ``QUORUM_TEST_DATABASE_URL``, else the local default),
-  migrated to head and dropped at the end;
+  migrated to head and dropped at the end; peers get their own databases on the same
+  server (``quorum_bench_<hex>_<peer>``), dropped too;
 * a private ``redis-server`` on a free loopback port when the binary is installed, else a
   Redis database named by ``QUORUM_BENCH_REDIS_URL`` (else ``QUORUM_TEST_REDIS_URL``) whose
   keys are flushed before and after (so it must not be shared with anything else);
@@ -34,8 +35,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from engine.db.migrate import upgrade
-from engine.settings import Settings
+from bench.seam import Settings, upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -102,6 +102,7 @@ class World:
     flush_redis: bool = False
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     procs: list[Proc] = field(default_factory=list)
+    extra_dbs: list[str] = field(default_factory=list)
 
     # Queues: the engine's workers, the baseline's workers, and sinks nobody consumes
     # (publish-only scenarios and the API scenarios, whose messages are purged).
@@ -178,6 +179,13 @@ class World:
         if proc in self.procs:
             self.procs.remove(proc)
 
+    def create_database(self, suffix: str) -> str:
+        """Another fresh database on the same server (a peer's own), dropped at the end."""
+        name = f"{self.db_name}_{suffix}"
+        _admin_exec(self.admin_url, f'CREATE DATABASE "{name}"')
+        self.extra_dbs.append(name)
+        return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
+
     def redis_client(self) -> redis.Redis:
         return redis.Redis.from_url(self.broker_url)
 
@@ -192,6 +200,9 @@ class World:
         if self.redis_server is not None:
             with contextlib.suppress(Exception):
                 self.redis_server.stop()
+        for name in self.extra_dbs:
+            with contextlib.suppress(Exception):
+                _admin_exec(self.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         _admin_exec(self.admin_url, f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -214,6 +225,18 @@ def http_ok(url: str) -> Callable[[Proc], bool]:
             return False
 
     return check
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float, what: str) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned), or time out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
 
 
 def _admin_exec(admin_url: str, sql: str) -> None:

@@ -19,18 +19,25 @@ from flask.testing import FlaskClient
 from sqlalchemy import insert, inspect, select, update
 from sqlalchemy.orm import Session
 
-from api import create_app
-from engine.auth import issue_key
-from engine.clock import utcnow
-from engine.db.models import BlockExecution, Run, Step
-from engine.db.session import Database
-from engine.execute import Toolbox
-from engine.functions import build_registry
-from engine.ids import new_id
-from engine.orchestrator import Orchestrator
-from engine.ports import Dispatcher, Work, WorkKind
-from engine.providers import LocalProvider, Provider
-from engine.settings import Settings
+from bench.seam import (
+    BlockExecution,
+    Database,
+    Dispatcher,
+    LocalProvider,
+    Orchestrator,
+    Provider,
+    Run,
+    Settings,
+    Step,
+    Toolbox,
+    Work,
+    WorkKind,
+    build_registry,
+    create_app,
+    issue_key,
+    new_id,
+    utcnow,
+)
 
 CHAIN_LENGTH = 50
 EXTRACT_MODEL = "bench-20ms"

@@ -26,9 +26,7 @@ from bench.context import Ctx, interleave
 from bench.env import BenchError
 from bench.inline import drain, handle, make_orchestrator
 from bench.report import Row, pair_ratio
-from engine.ports import Work
-from workers.celery_app import create_celery
-from workers.dispatch import CeleryDispatcher
+from bench.seam import CeleryDispatcher, Work, create_celery
 
 
 class TimedDispatcher:
@@ -114,8 +112,8 @@ def run_s4(ctx: Ctx) -> None:
                 baseline=b,
                 ratio=speedup,
                 ratio_label="x faster",
-                target="≥ 5x faster",
-                met=speedup is not None and speedup >= 5,
+                target="≥ 8x faster",
+                met=speedup is not None and speedup >= 8,
                 notes=["baseline: 1,000 apply_async calls in a loop (publish only)"],
             )
         )
@@ -129,8 +127,8 @@ def run_s4(ctx: Ctx) -> None:
                 baseline=b,
                 ratio=speedup_pub,
                 ratio_label="x faster",
-                target="≥ 5x faster",
-                met=speedup_pub is not None and speedup_pub >= 5,
+                # A part of the row above, shown to tell the publish from the bookkeeping.
+                target="—",
             )
         )
     finally:

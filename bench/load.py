@@ -18,6 +18,8 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
     elapsed_s: float = 0.0
+    # Wall-clock time when the clients were let go (comparable with times the workers write).
+    started_at: float = 0.0
     statuses: dict[int, int] = field(default_factory=dict)
 
     @property
@@ -92,6 +94,7 @@ def hammer(
         t.start()
     start = time.perf_counter()
     stop_at[0] = start + seconds
+    result.started_at = time.time()
     gate.wait()
     for t in threads:
         t.join()

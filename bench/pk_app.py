@@ -15,10 +15,7 @@ from typing import Any
 from a2wsgi import WSGIMiddleware
 from flask import Flask, request
 
-from api.asgi import AccessLogged
-from engine.db.models import Run
-from engine.db.session import Database
-from engine.settings import Settings
+from bench.seam import AccessLogged, Database, Run, Settings
 
 
 def create_app() -> Flask:

@@ -36,11 +36,16 @@ def pair_ratio(
 
 @dataclass(kw_only=True)
 class Row:
+    """One comparison: the engine against its baseline, or (``peer`` set, e.g. ``"dbos"``)
+    against a peer system, whose samples are then in ``peer_samples``."""
+
     scenario: str
     what: str
     unit: str
     engine: list[float]
     baseline: list[float] = field(default_factory=list)
+    peer: str | None = None
+    peer_samples: list[float] = field(default_factory=list)
     ratio: float | None = None
     ratio_label: str = ""
     target: str = ""
@@ -56,10 +61,20 @@ class Row:
     def baseline_median(self) -> float | None:
         return median(self.baseline)
 
+    @property
+    def peer_median(self) -> float | None:
+        return median(self.peer_samples)
+
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["engine_median"] = self.engine_median
-        out["baseline_median"] = self.baseline_median
+        if self.peer is None:
+            # A baseline row keeps the shape results.json always had.
+            del out["peer"], out["peer_samples"]
+            out["baseline_median"] = self.baseline_median
+        else:
+            del out["baseline"]
+            out["peer_median"] = self.peer_median
         return out
 
 
@@ -83,13 +98,23 @@ def fmt_ratio(row: Row) -> str:
     return f"{row.ratio:.2f}{row.ratio_label}"
 
 
-def table(rows: Sequence[Row]) -> str:
-    header = ["scenario", "engine (median)", "baseline (median)", "ratio", "target", "met"]
+def table(rows: Sequence[Row], peer_label: str = "peer") -> str:
+    """One line per row; a peer row fills the peer's column, beside the baseline's."""
+    header = [
+        "scenario",
+        "engine (median)",
+        "baseline (median)",
+        f"{peer_label} (median)",
+        "ratio",
+        "target",
+        "met",
+    ]
     body = [
         [
             f"{r.scenario} {r.what}",
             fmt(r.engine_median, r.unit),
             fmt(r.baseline_median, r.unit),
+            fmt(r.peer_median, r.unit),
             fmt_ratio(r),
             r.target,
             "—" if r.met is None else ("yes" if r.met else "NO"),

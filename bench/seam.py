@@ -1,0 +1,55 @@
+"""Every engine, API and worker module the bench calls, imported here and nowhere else.
+
+The engine's internals are being restructured; the bench drives them directly (seed runs
+in-process, rows cloned for bulk parents, the API's submit path without HTTP, the
+orchestrator's for_each step), so each name it needs is re-exported from this one module.
+A rename in the engine is one line here.
+"""
+
+from __future__ import annotations
+
+from api import create_app
+from api.asgi import AccessLogged
+from engine.auth import issue_key
+from engine.clock import utcnow
+from engine.db.migrate import upgrade
+from engine.db.models import BlockExecution, Run, Step
+from engine.db.session import Database
+from engine.execute import Toolbox
+from engine.executions import create_execution
+from engine.functions import build_registry
+from engine.ids import new_id
+from engine.orchestrator import Orchestrator
+from engine.ports import Dispatcher, Work, WorkKind
+from engine.providers import LocalProvider, Provider
+from engine.runs import mark_queued, start_run
+from engine.settings import Settings
+from workers.celery_app import create_celery
+from workers.dispatch import CeleryDispatcher
+
+__all__ = [
+    "AccessLogged",
+    "BlockExecution",
+    "CeleryDispatcher",
+    "Database",
+    "Dispatcher",
+    "LocalProvider",
+    "Orchestrator",
+    "Provider",
+    "Run",
+    "Settings",
+    "Step",
+    "Toolbox",
+    "Work",
+    "WorkKind",
+    "build_registry",
+    "create_app",
+    "create_celery",
+    "create_execution",
+    "issue_key",
+    "mark_queued",
+    "new_id",
+    "start_run",
+    "upgrade",
+    "utcnow",
+]
