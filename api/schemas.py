@@ -10,8 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, RootModel, model_validator
 from typing_extensions import TypedDict
+
+from engine.pages import PageRequest
 
 ObjectId = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")]
 BlockId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
@@ -78,12 +80,35 @@ class CreateExecution(Strict):
     block_id: BlockId
     step_id: str | None = Field(None, min_length=1, max_length=400)
     n_consensus: int | None = None
-    verify_upstream: bool = True
+    check_eligibility: bool = Field(
+        True,
+        validation_alias=AliasChoices("check_eligibility", "verify_upstream"),
+        description="refuse (409) when the draft drifted upstream of the block; "
+        "verify_upstream is accepted as an alias (one of the two, not both)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "check_eligibility" in data and "verify_upstream" in data:
+            raise ValueError("send check_eligibility or its alias verify_upstream, not both")
+        return data
 
 
 class PageQuery(Strict):
     limit: int = Field(50, ge=1, le=200)
-    after: ObjectId | None = None
+    after: ObjectId | None = Field(None, description="the page after this id, in list order")
+    before: ObjectId | None = Field(None, description="the page before this id, in list order")
+    order: Literal["desc", "asc"] = Field("desc", description="by id: desc is newest first")
+
+    @model_validator(mode="after")
+    def _one_cursor(self) -> PageQuery:
+        if self.after is not None and self.before is not None:
+            raise ValueError("send after or before, not both")
+        return self
+
+    def page(self) -> PageRequest:
+        return PageRequest(limit=self.limit, after=self.after, before=self.before, order=self.order)
 
 
 class RunsQuery(PageQuery):
@@ -224,47 +249,48 @@ class Version(Resource):
     created_at: Time
 
 
-# Lifecycle of steps and block executions: a union tagged by ``state``.
+# Lifecycle of steps and block executions: a union tagged by ``status``.
 
 
 class LifecyclePending(Resource):
-    state: Literal["pending"]
+    status: Literal["pending"]
 
 
 class LifecycleQueued(Resource):
-    state: Literal["queued"]
+    status: Literal["queued"]
     queued_at: Time
 
 
 class LifecycleRunning(Resource):
-    state: Literal["running"]
+    status: Literal["running"]
     started_at: Time
     worker: str | None
     attempt: Count
 
 
 class LifecycleCompleted(Resource):
-    state: Literal["completed"]
+    status: Literal["completed"]
 
 
 class ErrorDetail(Resource):
-    type: str | None
-    message: str | None
+    type: str
+    message: str
 
 
 class LifecycleError(Resource):
-    state: Literal["error"]
+    status: Literal["error"]
+    message: str = Field(description="human-readable: the error's message")
     error: ErrorDetail
 
 
 class LifecycleCancelled(Resource):
-    state: Literal["cancelled"]
-    reason: str | None
+    status: Literal["cancelled"]
+    reason: str
 
 
 class LifecycleSkipped(Resource):
-    state: Literal["skipped"]
-    reason: str | None
+    status: Literal["skipped"]
+    reason: str
 
 
 class Lifecycle(
@@ -277,7 +303,7 @@ class Lifecycle(
             | LifecycleError
             | LifecycleCancelled
             | LifecycleSkipped,
-            Field(discriminator="state"),
+            Field(discriminator="status"),
         ]
     ]
 ):
@@ -395,25 +421,60 @@ class Run(RunSummary):
     evaluation: Evaluation | None
 
 
+class JsonHandle(Resource):
+    type: Literal["json"]
+    data: Any
+
+
+class DocumentRef(Resource):
+    id: str
+    filename: str
+    mime_type: str
+
+
+class FileHandle(Resource):
+    type: Literal["file"]
+    document: DocumentRef
+
+
+Handle = Annotated[JsonHandle | FileHandle, Field(discriminator="type")]
+
+
+class Artifact(Resource):
+    operation: Literal[
+        "extraction",
+        "split",
+        "classification",
+        "conditional_evaluation",
+        "function_invocation",
+    ]
+    id: ObjectId = Field(description="the block execution that holds what was produced")
+
+
+class Iteration(Resource):
+    step_id: str
+    iteration: str | None = Field(description="the for_each iteration, e.g. pages[2]")
+
+
 class BlockExecution(Resource):
     id: ObjectId
     workflow_id: ObjectId
-    run_id: ObjectId
+    source_run_id: ObjectId
+    source_step_id: str | None
     block_id: BlockId
     block_type: str
     lifecycle: Lifecycle
-    workflow_version: VersionRef
-    inputs: dict[str, Any]
-    outputs: dict[str, Any] | None
-    artifact: dict[str, Any] | None
-    active_output_handles: list[str] | None
+    workflow_version_id: str = Field(description='the source run\'s version number, or "draft"')
+    handle_inputs: dict[str, Handle]
+    handle_outputs: dict[str, Handle] | None
+    artifact: Artifact | None
+    routing_decisions: list[str] | None
     duration_ms: Count | None
     created_at: Time
     started_at: Time | None
     completed_at: Time | None
     block_config: dict[str, Any]
-    step_id: str | None
-    available_iterations: list[str] | None
+    available_iterations: list[Iteration] | None
     n_consensus: Annotated[int, Field(ge=1)]
     consensus: dict[str, Any] | None
 
@@ -421,10 +482,16 @@ class BlockExecution(Resource):
 Item = TypeVar("Item")
 
 
+class ListMetadata(Resource):
+    before: ObjectId | None = Field(description="the first item when items precede this page")
+    after: ObjectId | None = Field(description="the last item when items follow this page")
+
+
 class Page(Resource, Generic[Item]):
     data: list[Item]
-    has_more: bool
+    has_more: bool = Field(description="more items in the direction this page was asked for")
     next_after: ObjectId | None = Field(description="pass as ?after= for the next page")
+    list_metadata: ListMetadata
 
 
 class WorkflowPage(Page[WorkflowSummary]):

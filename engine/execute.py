@@ -32,7 +32,6 @@ class Outcome:
     active: tuple[str, ...]
     calls: tuple[ModelResponse, ...] = ()
     consensus: dict[str, Any] | None = None
-    artifact: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -189,7 +188,6 @@ def model_outcome(
             active=(category,),
             calls=calls,
             consensus=consensus,
-            artifact={"kind": "classification", "category": category},
         )
     if block.type == "split":
         parts = data if isinstance(data, Mapping) else {}
@@ -200,17 +198,12 @@ def model_outcome(
             active=tuple(outputs),
             calls=calls,
             consensus=consensus,
-            artifact={"kind": "split", "parts": names},
         )
     return Outcome(
         outputs={"output": data},
         active=("output",),
         calls=calls,
         consensus=consensus,
-        artifact={
-            "kind": "extraction",
-            "fields": sorted(data) if isinstance(data, Mapping) else [],
-        },
     )
 
 

@@ -707,7 +707,6 @@ class Orchestrator:
                     "active_output_handles": list(result.active),
                     "duration_ms": duration,
                     "consensus": result.consensus,
-                    "artifact": result.artifact,
                 },
             ):
                 self._record_calls(s, job, result.calls)

@@ -18,7 +18,7 @@ from engine.execute import wrap
 from engine.graph import Graph, parse_graph
 from engine.ids import new_id
 from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
-from engine.pages import Page, paginate
+from engine.pages import Page, PageRequest, paginate
 from engine.ports import Work, WorkKind
 from engine.scheduler import Scheduler, step_path
 from engine.termination import terminate_run
@@ -166,9 +166,8 @@ def mark_queued(s: Session, model: Any, ids: Sequence[str]) -> int:
 def list_runs(
     s: Session,
     org_id: str,
+    page: PageRequest,
     *,
-    limit: int,
-    after: str | None,
     workflow_id: str | None = None,
     status: str | None = None,
     original_run_id: str | None = None,
@@ -180,11 +179,11 @@ def list_runs(
         stmt = stmt.where(Run.status == status)
     if original_run_id:
         stmt = stmt.where(Run.original_run_id == original_run_id)
-    return paginate(s, stmt, Run, limit=limit, after=after)
+    return paginate(s, stmt, Run, page)
 
 
-def list_steps(s: Session, run: Run, *, limit: int, after: str | None) -> Page[Step]:
-    return paginate(s, select(Step).where(Step.run_id == run.id), Step, limit=limit, after=after)
+def list_steps(s: Session, run: Run, page: PageRequest) -> Page[Step]:
+    return paginate(s, select(Step).where(Step.run_id == run.id), Step, page)
 
 
 def turns_of(s: Session, run: Run) -> list[Turn]:

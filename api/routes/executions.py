@@ -44,7 +44,7 @@ def create_execution(body: CreateExecution) -> Any:
             block_id=body.block_id,
             step_id=body.step_id,
             n_consensus=body.n_consensus,
-            verify_upstream=body.verify_upstream,
+            check_eligibility=body.check_eligibility,
         )
         # Committed before any message names the row: a worker never finds it missing,
         # and a publish that fails (or a process that dies here) leaves a pending row for
@@ -79,16 +79,11 @@ def list_executions(query: ExecutionsQuery) -> Any:
         page = svc.list_executions(
             s,
             current().organization_id,
-            limit=query.limit,
-            after=query.after,
+            query.page(),
             run_id=query.run_id,
             block_id=query.block_id,
         )
-        return {
-            "data": [views.execution(e) for e in page.items],
-            "has_more": page.has_more,
-            "next_after": page.next_after,
-        }
+        return views.page(page, views.execution)
 
 
 @route(

@@ -180,8 +180,15 @@ class AsyncWorkflows:
         )
         return Workflow.parse(data)
 
-    async def list(self, *, limit: int | None = None, after: str | None = None) -> Page[Workflow]:
-        query = c.params(limit=limit, after=after)
+    async def list(
+        self,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        order: str | None = None,
+    ) -> Page[Workflow]:
+        query = c.page_params(limit, after, before, order)
         return c.page(Workflow, await self._c.request("GET", "/v1/workflows", params=query))
 
     async def get(self, workflow_id: str) -> Workflow:
@@ -251,14 +258,12 @@ class AsyncRuns:
         original_run_id: str | None = None,
         limit: int | None = None,
         after: str | None = None,
+        before: str | None = None,
+        order: str | None = None,
     ) -> Page[Run]:
         query = c.params(
-            workflow_id=workflow_id,
-            status=status,
-            original_run_id=original_run_id,
-            limit=limit,
-            after=after,
-        )
+            workflow_id=workflow_id, status=status, original_run_id=original_run_id
+        ) | c.page_params(limit, after, before, order)
         return c.page(Run, await self._c.request("GET", "/v1/workflows/runs", params=query))
 
     async def steps(self, run_id: str, *, page_size: int = 200) -> AsyncIterator[Step]:
@@ -377,10 +382,10 @@ class AsyncBlockExecutions:
         *,
         step_id: str | None = None,
         n_consensus: int | None = None,
-        verify_upstream: bool | None = None,
+        check_eligibility: bool | None = None,
         idempotency_key: str | None = None,
     ) -> BlockExecution:
-        body = c.execution_body(run_id, block_id, step_id, n_consensus, verify_upstream)
+        body = c.execution_body(run_id, block_id, step_id, n_consensus, check_eligibility)
         data = await self._c.request(
             "POST", "/v1/workflows/blocks/executions", json=body, idempotency_key=idempotency_key
         )
@@ -397,8 +402,12 @@ class AsyncBlockExecutions:
         block_id: str | None = None,
         limit: int | None = None,
         after: str | None = None,
+        before: str | None = None,
+        order: str | None = None,
     ) -> Page[BlockExecution]:
-        query = c.params(run_id=run_id, block_id=block_id, limit=limit, after=after)
+        query = c.params(run_id=run_id, block_id=block_id) | c.page_params(
+            limit, after, before, order
+        )
         data = await self._c.request("GET", "/v1/workflows/blocks/executions", params=query)
         return c.page(BlockExecution, data)
 

@@ -212,7 +212,7 @@ def test_extract_with_five_disagreeing_attempts(api: Api, fleet: Fleet, chat_url
     assert run["io_pairs"][0]["output"] == {"output": expected_value}
 
     step = by_step_id(api.steps(run["id"]))["extract_invoice"]
-    assert step["lifecycle"] == {"state": "completed"}
+    assert step["lifecycle"] == {"status": "completed"}
     assert step["n_consensus"] == 5
     assert step["outputs"] == {"output": {"type": "json", "data": expected_value}}
     assert step["consensus"] == {
@@ -303,8 +303,8 @@ def test_classifier_consensus_routes_to_the_chosen_category(api: Api, fleet: Fle
         "attempts": 3,
         "succeeded": 3,
     }
-    assert steps["on_invoice"]["lifecycle"]["state"] == "completed"
-    assert steps["on_receipt"]["lifecycle"] == {"state": "skipped", "reason": "inactive_inputs"}
+    assert steps["on_invoice"]["lifecycle"]["status"] == "completed"
+    assert steps["on_receipt"]["lifecycle"] == {"status": "skipped", "reason": "inactive_inputs"}
     assert run["token_usage"] == usage(3, CLASSIFY_MODEL)
     assert run["latency_stats"]["total_calls"] == 3
 
@@ -348,7 +348,7 @@ def test_split_consensus_leaves_an_empty_part_inactive(
         "attempts": 3,
         "succeeded": 3,
     }
-    assert steps["read_notes"]["lifecycle"] == {"state": "skipped", "reason": "inactive_inputs"}
+    assert steps["read_notes"]["lifecycle"] == {"status": "skipped", "reason": "inactive_inputs"}
     assert sorted(r["body"]["seed"] for r in requests_for(chat_url, SPLIT_MODEL)) == [0, 1, 2]
 
 
@@ -399,7 +399,7 @@ def test_all_attempts_failing_fails_the_run(api: Api) -> None:
     assert run["error"]["type"] == "consensus_failed"
     assert run["error"]["block_id"] == "extract_total"
     step = by_step_id(api.steps(run["id"]))["extract_total"]
-    assert step["lifecycle"]["state"] == "error"
+    assert step["lifecycle"]["status"] == "error"
     assert step["lifecycle"]["error"]["type"] == "consensus_failed"
     assert step["consensus"] is None
     assert run["token_usage"]["total"] == 0

@@ -293,7 +293,7 @@ def test_reaper_fails_a_run_whose_worker_died_but_not_a_waiting_one(
     assert run["status"] == "failed"
     assert run["termination_reason"] == "stale_run_reaper"
     slow = by_step_id(api.steps(run_id))["slow"]
-    assert slow["lifecycle"]["state"] == "cancelled"
+    assert slow["lifecycle"]["status"] == "cancelled"
     assert (
         api.get(f"/v1/workflows/runs/{waiting['id']}").json()["status"] == "waiting_for_user_input"
     )

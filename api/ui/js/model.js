@@ -10,7 +10,7 @@ export const MODEL_TYPES = new Set(["extract", "classifier", "split"]);
 const PRIORITY = ["running", "queued", "pending", "error", "cancelled", "completed", "skipped"];
 
 export function stateOf(step) {
-  return (step && step.lifecycle && step.lifecycle.state) || "pending";
+  return (step && step.lifecycle && step.lifecycle.status) || "pending";
 }
 
 export function chronological(steps) {

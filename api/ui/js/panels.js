@@ -61,9 +61,9 @@ export function legend(states) {
 
 function stepNote(st) {
   const lc = st.lifecycle || {};
-  if (lc.state === "error" && lc.error) return `${lc.error.type || "error"}: ${lc.error.message || ""}`;
+  if (lc.status === "error") return `${(lc.error && lc.error.type) || "error"}: ${lc.message || ""}`;
   if (lc.reason) return String(lc.reason).replaceAll("_", " ");
-  if (lc.state === "running" && lc.worker) return `on ${lc.worker}`;
+  if (lc.status === "running" && lc.worker) return `on ${lc.worker}`;
   return null;
 }
 
@@ -438,7 +438,7 @@ export function blockPanel(block, entry, ctx) {
                 " ",
                 badge(stateOf(ex)),
                 " ",
-                h("span", { class: "muted" }, ex.step_id || ""),
+                h("span", { class: "muted" }, ex.source_step_id || ""),
               ),
             ),
           ),
@@ -468,15 +468,15 @@ export function executionCard(ex, { onCancel, cancelling }) {
       "dl",
       { class: "facts compact" },
       fact("Execution", h("span", { class: "mono" }, ex.id)),
-      fact("Step", h("span", { class: "mono" }, ex.step_id || ex.block_id)),
+      fact("Step", h("span", { class: "mono" }, ex.source_step_id || ex.block_id)),
       fact("Duration", formatMs(ex.duration_ms)),
       fact("Created", time(ex.created_at)),
       ex.n_consensus && ex.n_consensus > 1 ? fact("n_consensus", ex.n_consensus) : null,
       lc.worker ? fact("Worker", lc.worker) : null,
     ),
-    st === "error" && lc.error ? h("p", { class: "error-text" }, `${lc.error.type || "error"}: ${lc.error.message || ""}`) : null,
+    st === "error" ? h("p", { class: "error-text" }, `${(lc.error && lc.error.type) || "error"}: ${lc.message || ""}`) : null,
     lc.reason ? h("p", { class: "muted" }, String(lc.reason).replaceAll("_", " ")) : null,
-    ex.outputs ? h("div", { class: "execution-outputs" }, h("h4", {}, "Outputs"), json(outputsOf(ex.outputs), { lines: 24 })) : null,
+    ex.handle_outputs ? h("div", { class: "execution-outputs" }, h("h4", {}, "Outputs"), json(outputsOf(ex.handle_outputs), { lines: 24 })) : null,
     ex.consensus ? h("div", {}, h("h4", {}, "Consensus"), consensusTable(ex.consensus)) : null,
     terminal ? null : h("button", { type: "button", class: "button", disabled: cancelling || undefined, onclick: onCancel, dataset: { focusKey: "ex-cancel" } }, cancelling ? "Cancelling…" : "Cancel re-run"),
   );
