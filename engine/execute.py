@@ -11,19 +11,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.answers import BAD_ANSWER, INVALID_SCHEMA, SchemaUnusable, answer_problem
 from engine.blocks import router_handles
 from engine.consensus import FAILED, ConsensusOptions, reconcile
 from engine.expressions import ExpressionError, evaluate
 from engine.functions import FunctionNotFound, FunctionRegistry, call_function
 from engine.graph import Block
+from engine.json_values import not_json
 from engine.providers import ModelRequest, ModelResponse, Provider, ProviderError
 
 
 class BlockFailed(Exception):
-    def __init__(self, error_type: str, message: str) -> None:
+    def __init__(
+        self, error_type: str, message: str, *, calls: tuple[ModelResponse, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.message = message[:2000]
+        # Model calls made before failing (an answer that did not fit): they count as usage.
+        self.calls = calls
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +99,9 @@ def _run_function(block: Block, inputs: Mapping[str, Any], functions: FunctionRe
         result = call_function(fn, inputs, block.config.get("params") or {})
     except Exception as exc:  # user code: any failure is the block's failure
         raise BlockFailed(type(exc).__name__, str(exc) or type(exc).__name__) from exc
+    bad = not_json(result)
+    if bad:
+        raise BlockFailed("invalid_output", f"{name!r} returned a value that is not JSON: {bad}")
     declared = block.config.get("outputs")
     if declared:
         if not isinstance(result, Mapping):
@@ -164,10 +173,18 @@ def model_request(block: Block, inputs: Mapping[str, Any], *, attempt: int) -> M
 
 
 def call_model(provider: Provider, request: ModelRequest) -> ModelResponse:
+    """One model call whose answer fits the request's schema, else :class:`BlockFailed`."""
     try:
-        return provider.complete(request)
+        response = provider.complete(request)
     except ProviderError as exc:
         raise BlockFailed(exc.error_type, str(exc)) from None
+    try:
+        problem = answer_problem(request.json_schema, response.data)
+    except SchemaUnusable as exc:
+        raise BlockFailed(INVALID_SCHEMA, str(exc), calls=(response,)) from None
+    if problem:
+        raise BlockFailed(BAD_ANSWER, problem, calls=(response,))
+    return response
 
 
 def model_outcome(
@@ -182,7 +199,7 @@ def model_outcome(
         cats = [str(c) for c in block.config.get("categories") or []]
         category = data.get("category") if isinstance(data, Mapping) else None
         if category not in cats:
-            raise BlockFailed("bad_model_answer", f"category {category!r} is not one of {cats}")
+            raise BlockFailed(BAD_ANSWER, f"category {category!r} is not one of {cats}")
         return Outcome(
             outputs={category: inputs.get("document")},
             active=(category,),

@@ -9,7 +9,17 @@ from typing import Any
 
 SPEC = ",".join(
     f"{name}=tests.support.functions:{name}"
-    for name in ("double", "add", "explode", "effect", "slow", "count_to", "inc", "flaky")
+    for name in (
+        "double",
+        "add",
+        "explode",
+        "effect",
+        "slow",
+        "count_to",
+        "inc",
+        "flaky",
+        "as_set",
+    )
 )
 
 
@@ -65,3 +75,8 @@ def flaky(inputs: dict[str, Any], params: dict[str, Any]) -> Any:
     if calls < int(params.get("fail_times", 1)):
         raise ConnectionError(f"flaky failure {calls + 1}")
     return inputs.get("value")
+
+
+def as_set(inputs: dict[str, Any]) -> Any:
+    """A value that is not JSON, as user code may return one."""
+    return {"seen": {inputs.get("value"), "other"}}
