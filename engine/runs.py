@@ -114,6 +114,8 @@ def start_run(
     s.add(Turn(run_id=run.id, turn_index=0, input=dict(inputs), started_at=now))
     work = start_steps(s, run, inputs, now)
     record_run(s, run)
+    # The answer reads the run's turns back: the stored input must be there to read.
+    s.flush()
     return Started(run=run, work=work)
 
 
