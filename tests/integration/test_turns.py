@@ -157,7 +157,8 @@ def test_202_answers_show_the_run_as_stored(api: Api) -> None:
         assert child["io_pairs"][:k] == parent["io_pairs"][:k]
         assert (child["io_pairs"][k]["input"], child["io_pairs"][k]["output"]) == (new_input, None)
         # Then it runs: turn 0 again up to the question, or turn 1 to the end.
-        ended = api.wait_run(child["id"], until=lambda run: run["status"] == ENDS_AT[k])
+        end = ENDS_AT[k]
+        ended = api.wait_run(child["id"], until=lambda run, end=end: run["status"] == end)
         assert ended["io_pairs"][k]["input"] == new_input
     assert r.status_code == 202
 
