@@ -224,12 +224,21 @@ def model_outcome(
     )
 
 
-def reconcile_answers(block: Block, answers: Sequence[Any]) -> tuple[Any, dict[str, Any]]:
-    """Reconcile consensus attempts (``FAILED`` marks a failed one) field by field."""
+def reconcile_answers(
+    block: Block,
+    answers: Sequence[Any],
+    failures: Sequence[tuple[str | None, str | None]],
+) -> tuple[Any, dict[str, Any]]:
+    """Reconcile consensus attempts field by field (``None``: the attempt failed, and
+    ``failures`` says why), keeping each attempt's raw answer or error beside the result."""
     options = ConsensusOptions(
         number_tolerance=float(block.config.get("consensus_tolerance", 0.01)),
         list_key=block.config.get("consensus_list_key"),
     )
     marked = [FAILED if a is None else a for a in answers]
     result = reconcile(marked, schema=model_schema(block), options=options)
-    return result.value, result.as_dict()
+    raw = [
+        {"answer": a} if a is not None else {"error": {"type": kind, "message": message}}
+        for a, (kind, message) in zip(answers, failures, strict=True)
+    ]
+    return result.value, {**result.as_dict(), "answers": raw}

@@ -658,7 +658,7 @@ class Orchestrator:
         if all(a is None for a in answers):
             return BlockFailed(*none_valid(failures))
         try:
-            value, consensus = reconcile_answers(owner.block, answers)
+            value, consensus = reconcile_answers(owner.block, answers, failures)
             return model_outcome(owner.block, owner.inputs, value, consensus=consensus)
         except BlockFailed as failure:
             return failure

@@ -109,6 +109,12 @@ def test_answers_that_do_not_fit_are_failed_attempts(api: Api, fleet: Fleet) -> 
     step = by_step_id(api.steps(run["id"]))["read"]
     assert step["consensus"]["attempts"] == 3 and step["consensus"]["succeeded"] == 1
     assert step["consensus"]["value"] == GOOD
+    # The API shows each attempt's raw answer, or why it failed.
+    raw = step["consensus"]["answers"]
+    assert raw[1] == {"answer": GOOD}
+    for failed_raw in (raw[0], raw[2]):
+        assert failed_raw["error"]["type"] == "bad_model_answer"
+        assert WRONG_TYPE in failed_raw["error"]["message"]
     attempts = attempts_of(fleet, step["id"])
     assert [a.state for a in attempts] == ["error", "completed", "error"]
     for failed in (attempts[0], attempts[2]):

@@ -362,6 +362,7 @@ def test_consensus_of_five_disagreeing_attempts(api: Api, db: Engine) -> None:
         "likelihoods": {"total": 1.0, "currency": 0.8, "vendor": 0.6},
         "attempts": 5,
         "succeeded": 5,
+        "answers": [{"answer": a} for a in ANSWERS],
     }
     assert ex["artifact"] == {"operation": "extraction", "id": ex["id"]}
 
