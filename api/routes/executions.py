@@ -6,11 +6,16 @@ from typing import Any
 
 from flask import Blueprint
 
-from api import schemas, views
+from api import views
 from api.auth import current
+from api.execution_schemas import (
+    BlockExecution,
+    BlockExecutionPage,
+    CreateExecution,
+    ExecutionsQuery,
+)
 from api.registry import registry
 from api.runtime import runtime
-from api.schemas import CreateExecution, ExecutionsQuery
 from engine import executions as svc
 
 bp = Blueprint("executions", __name__)
@@ -31,7 +36,7 @@ def _read(execution_id: str) -> dict[str, Any]:
     body=CreateExecution,
     status=202,
     errors=(404, 409),
-    response=schemas.BlockExecution,
+    response=BlockExecution,
 )
 def create_execution(body: CreateExecution) -> Any:
     rt = runtime()
@@ -72,7 +77,7 @@ def create_execution(body: CreateExecution) -> Any:
     summary="List block executions",
     tag="block executions",
     query=ExecutionsQuery,
-    response=schemas.BlockExecutionPage,
+    response=BlockExecutionPage,
 )
 def list_executions(query: ExecutionsQuery) -> Any:
     with runtime().db.transaction() as s:
@@ -92,7 +97,7 @@ def list_executions(query: ExecutionsQuery) -> Any:
     "/v1/workflows/blocks/executions/<execution_id>",
     summary="Read a block execution",
     tag="block executions",
-    response=schemas.BlockExecution,
+    response=BlockExecution,
 )
 def get_execution(execution_id: str) -> Any:
     return _read(execution_id)
@@ -105,7 +110,7 @@ def get_execution(execution_id: str) -> Any:
     summary="Cancel a block execution",
     tag="block executions",
     errors=(409,),
-    response=schemas.BlockExecution,
+    response=BlockExecution,
 )
 def cancel_execution(execution_id: str) -> Any:
     rt = runtime()
