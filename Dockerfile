@@ -8,11 +8,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /src
 
-# Dependencies first: this layer is rebuilt only when pyproject.toml changes.
-COPY pyproject.toml ./
+# Dependencies first: this layer is rebuilt only when pyproject.toml or the pins change.
+# The runtime dependencies (no extras), every version pinned by constraints.txt.
+COPY pyproject.toml constraints.txt ./
 RUN python -c "import subprocess, sys, tomllib; \
 deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
-subprocess.check_call([sys.executable, '-m', 'pip', 'install', *deps])"
+subprocess.check_call([sys.executable, '-m', 'pip', 'install', '-c', 'constraints.txt', *deps])"
 
 # Then the code (migrations ship inside the engine package as package data).
 COPY engine ./engine

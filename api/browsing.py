@@ -10,7 +10,8 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from api.schemas import ExecutionsQuery, ObjectId, Resource, RunsQuery
+from api.execution_schemas import ExecutionsQuery
+from api.schemas import ObjectId, Resource, RunsQuery
 
 ID_PREFIX = r"^[0-9a-f]{1,24}$"
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, RootModel
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, RootModel, model_validator
 from typing_extensions import TypedDict
+
+from engine.pages import PageRequest
 
 ObjectId = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")]
 BlockId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
@@ -77,17 +79,20 @@ class CommentBody(Strict):
     )
 
 
-class CreateExecution(Strict):
-    run_id: ObjectId
-    block_id: BlockId
-    step_id: str | None = Field(None, min_length=1, max_length=400)
-    n_consensus: int | None = None
-    verify_upstream: bool = True
-
-
 class PageQuery(Strict):
     limit: int = Field(50, ge=1, le=200)
-    after: ObjectId | None = None
+    after: ObjectId | None = Field(None, description="the page after this id, in list order")
+    before: ObjectId | None = Field(None, description="the page before this id, in list order")
+    order: Literal["desc", "asc"] = Field("desc", description="by id: desc is newest first")
+
+    @model_validator(mode="after")
+    def _one_cursor(self) -> PageQuery:
+        if self.after is not None and self.before is not None:
+            raise ValueError("send after or before, not both")
+        return self
+
+    def page(self) -> PageRequest:
+        return PageRequest(limit=self.limit, after=self.after, before=self.before, order=self.order)
 
 
 class RunsQuery(PageQuery):
@@ -107,11 +112,6 @@ class RunsQuery(PageQuery):
         | None
     ) = None
     original_run_id: ObjectId | None = None
-
-
-class ExecutionsQuery(PageQuery):
-    run_id: ObjectId | None = None
-    block_id: BlockId | None = None
 
 
 # -- answers -----------------------------------------------------------------------------
@@ -228,47 +228,48 @@ class Version(Resource):
     created_at: Time
 
 
-# Lifecycle of steps and block executions: a union tagged by ``state``.
+# Lifecycle of steps and block executions: a union tagged by ``status``.
 
 
 class LifecyclePending(Resource):
-    state: Literal["pending"]
+    status: Literal["pending"]
 
 
 class LifecycleQueued(Resource):
-    state: Literal["queued"]
+    status: Literal["queued"]
     queued_at: Time
 
 
 class LifecycleRunning(Resource):
-    state: Literal["running"]
+    status: Literal["running"]
     started_at: Time
     worker: str | None
     attempt: Count
 
 
 class LifecycleCompleted(Resource):
-    state: Literal["completed"]
+    status: Literal["completed"]
 
 
 class ErrorDetail(Resource):
-    type: str | None
-    message: str | None
+    type: str
+    message: str
 
 
 class LifecycleError(Resource):
-    state: Literal["error"]
+    status: Literal["error"]
+    message: str = Field(description="human-readable: the error's message")
     error: ErrorDetail
 
 
 class LifecycleCancelled(Resource):
-    state: Literal["cancelled"]
-    reason: str | None
+    status: Literal["cancelled"]
+    reason: str
 
 
 class LifecycleSkipped(Resource):
-    state: Literal["skipped"]
-    reason: str | None
+    status: Literal["skipped"]
+    reason: str
 
 
 class Lifecycle(
@@ -281,7 +282,7 @@ class Lifecycle(
             | LifecycleError
             | LifecycleCancelled
             | LifecycleSkipped,
-            Field(discriminator="state"),
+            Field(discriminator="status"),
         ]
     ]
 ):
@@ -402,36 +403,19 @@ class Run(RunSummary):
     evaluation: Evaluation | None
 
 
-class BlockExecution(Resource):
-    id: ObjectId
-    workflow_id: ObjectId
-    run_id: ObjectId
-    block_id: BlockId
-    block_type: str
-    lifecycle: Lifecycle
-    workflow_version: VersionRef
-    inputs: dict[str, Any]
-    outputs: dict[str, Any] | None
-    artifact: dict[str, Any] | None
-    active_output_handles: list[str] | None
-    duration_ms: Count | None
-    created_at: Time
-    started_at: Time | None
-    completed_at: Time | None
-    block_config: dict[str, Any]
-    step_id: str | None
-    available_iterations: list[str] | None
-    n_consensus: Annotated[int, Field(ge=1)]
-    consensus: dict[str, Any] | None
-
-
 Item = TypeVar("Item")
+
+
+class ListMetadata(Resource):
+    before: ObjectId | None = Field(description="the first item when items precede this page")
+    after: ObjectId | None = Field(description="the last item when items follow this page")
 
 
 class Page(Resource, Generic[Item]):
     data: list[Item]
-    has_more: bool
+    has_more: bool = Field(description="more items in the direction this page was asked for")
     next_after: ObjectId | None = Field(description="pass as ?after= for the next page")
+    list_metadata: ListMetadata
 
 
 class WorkflowPage(Page[WorkflowSummary]):
@@ -443,10 +427,6 @@ class RunPage(Page[RunSummary]):
 
 
 class StepPage(Page[Step]):
-    pass
-
-
-class BlockExecutionPage(Page[BlockExecution]):
     pass
 
 

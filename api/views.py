@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import mimetypes
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.clock import rfc3339
 from engine.db.models import BlockExecution, Comment, Run, Step, Turn, Workflow, WorkflowVersion
+from engine.pages import Page
 
 
 def workflow(wf: Workflow, versions: list[WorkflowVersion]) -> dict[str, Any]:
@@ -47,20 +50,27 @@ def version(v: WorkflowVersion) -> dict[str, Any]:
     }
 
 
+# A terminal row always names why; these answer for a row stored without it.
+UNKNOWN_REASON = "unspecified"
+UNKNOWN_ERROR = "error"
+
+
 def lifecycle(row: Step | BlockExecution) -> dict[str, Any]:
-    state = row.state
-    out: dict[str, Any] = {"state": state}
+    status = row.state
+    out: dict[str, Any] = {"status": status}
     # Every path that moves a row sets these times; the fallbacks keep the documented
     # shape (a time, never null) for a row written otherwise.
-    if state == "queued":
+    if status == "queued":
         out["queued_at"] = rfc3339(row.queued_at or row.created_at)
-    elif state == "running":
+    elif status == "running":
         started = row.started_at or row.queued_at or row.created_at
         out.update(started_at=rfc3339(started), worker=row.worker, attempt=row.attempt or 0)
-    elif state == "error":
-        out["error"] = {"type": row.error_type, "message": row.error_message}
-    elif state in ("cancelled", "skipped"):
-        out["reason"] = row.reason
+    elif status == "error":
+        kind = row.error_type or UNKNOWN_ERROR
+        message = row.error_message or kind
+        out.update(message=message, error={"type": kind, "message": message})
+    elif status in ("cancelled", "skipped"):
+        out["reason"] = row.reason or UNKNOWN_REASON
     return out
 
 
@@ -152,26 +162,27 @@ def run_summary(r: Run) -> dict[str, Any]:
 
 
 def execution(ex: BlockExecution) -> dict[str, Any]:
+    version = ex.workflow_version
     return {
         "id": ex.id,
         "workflow_id": ex.workflow_id,
-        "run_id": ex.run_id,
+        "source_run_id": ex.run_id,
+        "source_step_id": ex.step_id,
         "block_id": ex.block_id,
         "block_type": ex.block_type,
         "lifecycle": lifecycle(ex),
         # Like the run's own ``version``: a run of the draft answers "draft".
-        "workflow_version": ex.workflow_version if ex.workflow_version is not None else "draft",
-        "inputs": ex.inputs or {},
-        "outputs": ex.outputs,
-        "artifact": ex.artifact,
-        "active_output_handles": ex.active_output_handles,
+        "workflow_version_id": "draft" if version is None else str(version),
+        "handle_inputs": handles(ex.inputs or {}),
+        "handle_outputs": None if ex.outputs is None else handles(ex.outputs),
+        "artifact": artifact(ex),
+        "routing_decisions": ex.active_output_handles,
         "duration_ms": ex.duration_ms,
         "created_at": rfc3339(ex.created_at),
         "started_at": rfc3339(ex.started_at),
         "completed_at": rfc3339(ex.completed_at),
         "block_config": ex.block_config,
-        "step_id": ex.step_id,
-        "available_iterations": ex.available_iterations,
+        "available_iterations": ex.available_iterations or None,
         "n_consensus": ex.n_consensus,
         "consensus": ex.consensus,
     }
@@ -181,12 +192,59 @@ def execution_as_queued(ex: BlockExecution) -> dict[str, Any]:
     """The execution as it was when handed to the broker, before any worker touched it."""
     return {
         **execution(ex),
-        "lifecycle": {"state": "queued", "queued_at": rfc3339(ex.queued_at or ex.created_at)},
-        "outputs": None,
+        "lifecycle": {"status": "queued", "queued_at": rfc3339(ex.queued_at or ex.created_at)},
+        "handle_outputs": None,
         "artifact": None,
-        "active_output_handles": None,
+        "routing_decisions": None,
         "duration_ms": None,
         "started_at": None,
         "completed_at": None,
         "consensus": None,
+    }
+
+
+# What each block type produces, named as the seed system's artifact operations.
+OPERATIONS = {
+    "extract": "extraction",
+    "split": "split",
+    "classifier": "classification",
+    "router": "conditional_evaluation",
+    "function": "function_invocation",
+}
+
+
+def artifact(ex: BlockExecution) -> dict[str, Any] | None:
+    """What a completed execution produced; it is stored on the execution itself."""
+    operation = OPERATIONS.get(ex.block_type)
+    if operation is None or ex.state != "completed":
+        return None
+    return {"operation": operation, "id": ex.id}
+
+
+def handles(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Stored handle values -> ``{"type": "json", "data"}`` or ``{"type": "file", "document"}``."""
+    out: dict[str, Any] = {}
+    for handle, value in values.items():
+        if isinstance(value, Mapping) and value.get("type") == "file":
+            out[handle] = {"type": "file", "document": _document(value)}
+        elif isinstance(value, Mapping) and value.get("type") == "json":
+            out[handle] = {"type": "json", "data": value.get("data")}
+        else:
+            out[handle] = {"type": "json", "data": value}
+    return out
+
+
+def _document(file: Mapping[str, Any]) -> dict[str, str]:
+    # A file input is an object with at least a name; its id and type when it gave them.
+    name = str(file.get("filename") or file.get("name") or "")
+    mime = file.get("mime_type") or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return {"id": str(file.get("id") or name), "filename": name, "mime_type": str(mime)}
+
+
+def page(p: Page[Any], view: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "data": [view(item) for item in p.items],
+        "has_more": p.has_more,
+        "next_after": p.next_after,
+        "list_metadata": {"before": p.before, "after": p.after},
     }

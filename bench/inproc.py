@@ -183,9 +183,9 @@ def run_s8(ctx: Ctx) -> None:
             t0 = time.perf_counter()
             eng.orch.run_execution(ex_id)
             elapsed = (time.perf_counter() - t0) * 1000
-        state = eng.api.call("GET", f"/v1/workflows/blocks/executions/{ex_id}")["lifecycle"]
-        if state["state"] != "completed":
-            raise BenchError(f"S8 execution {ex_id} ended {state}")
+        life = eng.api.call("GET", f"/v1/workflows/blocks/executions/{ex_id}")["lifecycle"]
+        if life["status"] != "completed":
+            raise BenchError(f"S8 execution {ex_id} ended {life}")
         if i == 0:
             continue  # warm-up
         commits.append(c["commits"])

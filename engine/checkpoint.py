@@ -8,6 +8,7 @@ turn starts again from the parent's turn input, or from the input given.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Integer, Text, func, insert, literal, select
@@ -19,9 +20,10 @@ from engine.db.models import Run, Step, Turn
 from engine.errors import FieldError, Invalid
 from engine.events import record_run
 from engine.graph import parse_graph
-from engine.lifecycle import RunStatus
+from engine.lifecycle import RUN, RunStatus, transition
 from engine.ports import Work
 from engine.runs import Started, check_inputs, get_run, start_steps
+from engine.scheduler import Scheduler
 from engine.turns import open_turn, validate_answer
 
 _MISSING: Any = object()
@@ -69,8 +71,9 @@ def fork_run(
         workflow_id=parent.workflow_id,
         version=parent.version,
         version_name=parent.version_name,
-        # A resumed turn k > 0 continues at once from its human_input block.
-        status=RunStatus.RUNNING if k > 0 else RunStatus.NOT_STARTED,
+        # Whatever the turn it resumes at, a new run starts not_started: its first claimed
+        # step starts it, as for any run.
+        status=RunStatus.NOT_STARTED,
         config=parent.config,
         metadata_=dict(parent.metadata_ or {}),
         initiator=parent.initiator,
@@ -90,12 +93,17 @@ def fork_run(
         s.add(Turn(run_id=child.id, turn_index=0, input=answer, started_at=now))
         work = start_steps(s, child, answer, now)
         record_run(s, child)
+        s.flush()  # the answer reads the stored turns back
         return Started(run=child, work=work)
     dialect = s.get_bind().dialect.name
     copied = _copy_turns(s, dialect, parent.id, child.id, k)
     child.steps_total = child.steps_done = copied
     child.current_turn = k - 1
     resumed_work: list[Work] = open_turn(s, child, block_id=resumed, answer=answer, now=now)
+    if not resumed_work and child.status == RunStatus.NOT_STARTED:
+        # The answer reached no block: nothing will claim a step to start the run, so
+        # start it here and close the turn (open_turn could not: the run had not started).
+        resumed_work = _start_idle(s, child, now)
     s.flush()
     return Started(run=child, work=resumed_work)
 
@@ -114,6 +122,16 @@ def _resumed_block(s: Session, parent_id: str, k: int) -> str:
             errors=[FieldError(loc=("body", "resume_turn_index"), msg="not a resumable turn")],
         )
     return str(resumed)
+
+
+def _start_idle(s: Session, run: Run, now: datetime) -> list[Work]:
+    transition(s, RUN, Run, run.id, RunStatus.STARTED, expect=[RunStatus.NOT_STARTED])
+    run.status = RunStatus.STARTED
+    graph = parse_graph(run.config, max_blocks=10_000)
+    sched = Scheduler(session=s, run=run, graph=graph, now=now)
+    sched.finish_turn()
+    record_run(s, run)
+    return list(sched.dispatchable)
 
 
 def _copy_turns(s: Session, dialect: str, parent_id: str, child_id: str, k: int) -> int:

@@ -49,7 +49,7 @@ def step_event(row: Step | Mapping[str, Any]) -> dict[str, Any]:
         "block_id": get("block_id"),
         "block_type": get("block_type"),
         "turn_index": get("turn_index"),
-        "state": str(get("state")),
+        "status": str(get("state")),
         "attempt": get("attempt"),
         "reason": get("reason"),
         "error_type": get("error_type"),
@@ -169,7 +169,7 @@ def _event_select(dialect: str, n: int, kind: str) -> Any:
         )
         return select(Run.id, literal("run"), data, now).where(Run.id == run_id)
     if kind == "ids":
-        step = obj(*(x for c in _STEP_COLUMNS for x in (c, getattr(Step, c))))
+        step = obj(*(x for key, c in _STEP_COLUMNS for x in (key, getattr(Step, c))))
         steps = func.jsonb_agg(step) if pg else func.json_group_array(step)
         return (
             select(run_id, literal("steps"), obj("steps", steps, "at", at), now)
@@ -180,17 +180,18 @@ def _event_select(dialect: str, n: int, kind: str) -> Any:
     return select(run_id, literal(data_kind), bindparam(f"data{n}", type_=Json), now)
 
 
+# (key in the event, column): a step's state is its lifecycle ``status``, as in the API.
 _STEP_COLUMNS = (
-    "id",
-    "run_id",
-    "step_id",
-    "block_id",
-    "block_type",
-    "turn_index",
-    "state",
-    "attempt",
-    "reason",
-    "error_type",
+    ("id", "id"),
+    ("run_id", "run_id"),
+    ("step_id", "step_id"),
+    ("block_id", "block_id"),
+    ("block_type", "block_type"),
+    ("turn_index", "turn_index"),
+    ("status", "state"),
+    ("attempt", "attempt"),
+    ("reason", "reason"),
+    ("error_type", "error_type"),
 )
 
 

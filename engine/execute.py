@@ -11,19 +11,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.answers import BAD_ANSWER, INVALID_SCHEMA, SchemaUnusable, answer_problem
 from engine.blocks import router_handles
 from engine.consensus import FAILED, ConsensusOptions, reconcile
 from engine.expressions import ExpressionError, evaluate
 from engine.functions import FunctionNotFound, FunctionRegistry, call_function
 from engine.graph import Block
+from engine.json_values import not_json
 from engine.providers import ModelRequest, ModelResponse, Provider, ProviderError
 
 
 class BlockFailed(Exception):
-    def __init__(self, error_type: str, message: str) -> None:
+    def __init__(
+        self, error_type: str, message: str, *, calls: tuple[ModelResponse, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.message = message[:2000]
+        # Model calls made before failing (an answer that did not fit): they count as usage.
+        self.calls = calls
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,7 +38,6 @@ class Outcome:
     active: tuple[str, ...]
     calls: tuple[ModelResponse, ...] = ()
     consensus: dict[str, Any] | None = None
-    artifact: dict[str, Any] | None = None
     # Bytes the step stores (its inputs and outputs), measured by engine.limits.measured.
     stored_bytes: int = 0
 
@@ -96,6 +101,9 @@ def _run_function(block: Block, inputs: Mapping[str, Any], functions: FunctionRe
         result = call_function(fn, inputs, block.config.get("params") or {})
     except Exception as exc:  # user code: any failure is the block's failure
         raise BlockFailed(type(exc).__name__, str(exc) or type(exc).__name__) from exc
+    bad = not_json(result)
+    if bad:
+        raise BlockFailed("invalid_output", f"{name!r} returned a value that is not JSON: {bad}")
     declared = block.config.get("outputs")
     if declared:
         if not isinstance(result, Mapping):
@@ -167,10 +175,18 @@ def model_request(block: Block, inputs: Mapping[str, Any], *, attempt: int) -> M
 
 
 def call_model(provider: Provider, request: ModelRequest) -> ModelResponse:
+    """One model call whose answer fits the request's schema, else :class:`BlockFailed`."""
     try:
-        return provider.complete(request)
+        response = provider.complete(request)
     except ProviderError as exc:
         raise BlockFailed(exc.error_type, str(exc)) from None
+    try:
+        problem = answer_problem(request.json_schema, response.data)
+    except SchemaUnusable as exc:
+        raise BlockFailed(INVALID_SCHEMA, str(exc), calls=(response,)) from None
+    if problem:
+        raise BlockFailed(BAD_ANSWER, problem, calls=(response,))
+    return response
 
 
 def model_outcome(
@@ -185,13 +201,12 @@ def model_outcome(
         cats = [str(c) for c in block.config.get("categories") or []]
         category = data.get("category") if isinstance(data, Mapping) else None
         if category not in cats:
-            raise BlockFailed("bad_model_answer", f"category {category!r} is not one of {cats}")
+            raise BlockFailed(BAD_ANSWER, f"category {category!r} is not one of {cats}")
         return Outcome(
             outputs={category: inputs.get("document")},
             active=(category,),
             calls=calls,
             consensus=consensus,
-            artifact={"kind": "classification", "category": category},
         )
     if block.type == "split":
         parts = data if isinstance(data, Mapping) else {}
@@ -202,26 +217,30 @@ def model_outcome(
             active=tuple(outputs),
             calls=calls,
             consensus=consensus,
-            artifact={"kind": "split", "parts": names},
         )
     return Outcome(
         outputs={"output": data},
         active=("output",),
         calls=calls,
         consensus=consensus,
-        artifact={
-            "kind": "extraction",
-            "fields": sorted(data) if isinstance(data, Mapping) else [],
-        },
     )
 
 
-def reconcile_answers(block: Block, answers: Sequence[Any]) -> tuple[Any, dict[str, Any]]:
-    """Reconcile consensus attempts (``FAILED`` marks a failed one) field by field."""
+def reconcile_answers(
+    block: Block,
+    answers: Sequence[Any],
+    failures: Sequence[tuple[str | None, str | None]],
+) -> tuple[Any, dict[str, Any]]:
+    """Reconcile consensus attempts field by field (``None``: the attempt failed, and
+    ``failures`` says why), keeping each attempt's raw answer or error beside the result."""
     options = ConsensusOptions(
         number_tolerance=float(block.config.get("consensus_tolerance", 0.01)),
         list_key=block.config.get("consensus_list_key"),
     )
     marked = [FAILED if a is None else a for a in answers]
     result = reconcile(marked, schema=model_schema(block), options=options)
-    return result.value, result.as_dict()
+    raw = [
+        {"answer": a} if a is not None else {"error": {"type": kind, "message": message}}
+        for a, (kind, message) in zip(answers, failures, strict=True)
+    ]
+    return result.value, {**result.as_dict(), "answers": raw}

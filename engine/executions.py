@@ -18,7 +18,7 @@ from engine.db.models import BlockExecution
 from engine.errors import Conflict, FieldError, Invalid, NotFound
 from engine.ids import new_id
 from engine.lifecycle import STEP, StepState, transition
-from engine.pages import Page, paginate
+from engine.pages import Page, PageRequest, paginate
 from engine.ports import Work, WorkKind
 from engine.rerun import RanStep, drift, inputs_from_upstream, load_source, ran_steps
 
@@ -53,7 +53,7 @@ def create_execution(
     block_id: str,
     step_id: str | None = None,
     n_consensus: int | None = None,
-    verify_upstream: bool = True,
+    check_eligibility: bool = True,
 ) -> tuple[BlockExecution, list[Work]]:
     """Insert the execution ``pending`` (one INSERT, nothing read back).
 
@@ -93,16 +93,16 @@ def create_execution(
                 errors=[FieldError(loc=("body", "n_consensus"), msg="must be 3, 5 or 7")],
             )
         config["n_consensus"] = n_consensus
-    if verify_upstream:
+    if check_eligibility:
         found = drift(src, block_id)
         if found["blocks"] or found["edges"]:
             raise Conflict(
                 "the draft differs upstream of this block from the run's config; "
-                "send verify_upstream: false to run anyway",
+                "send check_eligibility: false to run anyway",
                 extra={"drift": {k: list(v) for k, v in found.items()}},
             )
     steps = ran_steps(s, src.run_id, block_id, step_id)
-    available = [st.step_id for st in steps]
+    available = [st.as_iteration() for st in steps]
     chosen: RanStep | None = None
     if step_id is not None:
         chosen = next((st for st in steps if st.step_id == step_id), None)
@@ -168,9 +168,8 @@ def mark_queued(s: Session, ex: BlockExecution) -> bool:
 def list_executions(
     s: Session,
     org_id: str,
+    page: PageRequest,
     *,
-    limit: int,
-    after: str | None,
     run_id: str | None = None,
     block_id: str | None = None,
     workflow_id: str | None = None,
@@ -182,7 +181,7 @@ def list_executions(
         stmt = stmt.where(BlockExecution.run_id == run_id)
     if block_id:
         stmt = stmt.where(BlockExecution.block_id == block_id)
-    return paginate(s, stmt, BlockExecution, limit=limit, after=after)
+    return paginate(s, stmt, BlockExecution, page)
 
 
 def cancel_execution(

@@ -23,6 +23,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import DBAPIError, PendingRollbackError
 from sqlalchemy.orm import Session, defer
 
+from engine.answers import none_valid
 from engine.blocks import MODEL_TYPES, n_consensus_of
 from engine.claims import Claim, HolderCheck, claim, finish
 from engine.clock import as_utc, utcnow
@@ -316,6 +317,7 @@ class Orchestrator:
                 result = charge(run, result, self.settings)
                 if isinstance(result, BlockFailed):
                     if self._retry(s, Step, job, result, now):
+                        self._record_calls(s, job, result.calls)
                         return
                     if finish(
                         s,
@@ -331,6 +333,7 @@ class Orchestrator:
                         },
                     ):
                         run.steps_done += 1
+                        self._record_calls(s, job, result.calls)
                         error = {
                             "step_id": job.id,
                             "block_id": job.block.id,
@@ -605,6 +608,8 @@ class Orchestrator:
                     now=now,
                     values=values,
                 )
+                if moved:
+                    self._record_calls(s, owner, response.calls)
             else:
                 moved = finish(
                     s,
@@ -627,29 +632,30 @@ class Orchestrator:
             row.open_children = int(row.open_children) - 1
             if row.open_children > 0:
                 return
-            answers = [
-                a.output if a.state == StepState.COMPLETED else None
-                for a in s.scalars(
-                    select(ConsensusAttempt)
-                    .where(
-                        ConsensusAttempt.owner_kind == str(owner.kind),
-                        ConsensusAttempt.owner_id == owner.id,
-                        ConsensusAttempt.owner_attempt == owner.attempt,
-                    )
-                    .order_by(ConsensusAttempt.index)
+            attempts = s.scalars(
+                select(ConsensusAttempt)
+                .where(
+                    ConsensusAttempt.owner_kind == str(owner.kind),
+                    ConsensusAttempt.owner_id == owner.id,
+                    ConsensusAttempt.owner_attempt == owner.attempt,
                 )
-            ]
-            settle_owner = self._reconcile(owner, answers)
+                .order_by(ConsensusAttempt.index)
+            ).all()
+            answers = [a.output if a.state == StepState.COMPLETED else None for a in attempts]
+            failures = [(a.error_type, a.error_message) for a in attempts]
+            settle_owner = self._reconcile(owner, answers, failures)
             if owner.kind == WorkKind.STEP:
                 self._settle_step(owner, settle_owner, session=s)
             else:
                 self._settle_execution(owner, settle_owner, session=s)
 
-    def _reconcile(self, owner: Job, answers: list[Any]) -> Result:
+    def _reconcile(
+        self, owner: Job, answers: list[Any], failures: list[tuple[str | None, str | None]]
+    ) -> Result:
         if all(a is None for a in answers):
-            return BlockFailed("consensus_failed", f"all {len(answers)} attempts failed")
+            return BlockFailed(*none_valid(failures))
         try:
-            value, consensus = reconcile_answers(owner.block, answers)
+            value, consensus = reconcile_answers(owner.block, answers, failures)
             outcome = model_outcome(owner.block, owner.inputs, value, consensus=consensus)
             return measured(outcome, owner.inputs, self.settings)
         except BlockFailed as failure:
@@ -688,9 +694,10 @@ class Orchestrator:
         if isinstance(result, FanOutConsensus):
             self._fan_out_attempts(s, None, WorkKind.EXECUTION, job, result.n, now)
         elif isinstance(result, BlockFailed):
-            if self._retry(s, BlockExecution, job, result, now):
-                return
-            _fail_execution(s, job, now, result.error_type, result.message, duration)
+            if self._retry(s, BlockExecution, job, result, now) or _fail_execution(
+                s, job, now, result.error_type, result.message, duration
+            ):
+                self._record_calls(s, job, result.calls)
         elif isinstance(result, Outcome):
             outputs = job.raw_inputs if job.block.type == "start" else wrap(result.outputs)
             if finish(
@@ -705,7 +712,6 @@ class Orchestrator:
                     "active_output_handles": list(result.active),
                     "duration_ms": duration,
                     "consensus": result.consensus,
-                    "artifact": result.artifact,
                 },
             ):
                 self._record_calls(s, job, result.calls)
@@ -874,9 +880,11 @@ def _bump_done(s: Session, run_id: str, n: int) -> None:
 
 def _fail_execution(
     s: Session, job: Job, now: datetime, error_type: str, message: str, duration: int | None
-) -> None:
+) -> bool:
     values = {"error_type": error_type, "error_message": message, "duration_ms": duration}
-    finish(s, BlockExecution, job.id, StepState.ERROR, attempt=job.attempt, now=now, values=values)
+    return finish(
+        s, BlockExecution, job.id, StepState.ERROR, attempt=job.attempt, now=now, values=values
+    )
 
 
 def _duration(job: Job, now: datetime) -> int | None:

@@ -13,13 +13,14 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 from engine.redact import excerpt
+from engine.strict_schema import from_strict, strict_form
 
 if TYPE_CHECKING:
     from engine.settings import Settings
@@ -245,6 +246,10 @@ class OpenAICompatibleProvider:
     def complete(self, request: ModelRequest) -> ModelResponse:
         model = request.model or self._config.model
         system, user = render_prompt(request)
+        # Strict mode takes only its own form of a schema; a schema without one is sent as
+        # it is, not strict. Either way the answer is checked against the user's schema.
+        strict = strict_form(request.json_schema)
+        schema = request.json_schema if strict is None else strict
         body = {
             "model": model,
             "messages": [
@@ -253,7 +258,7 @@ class OpenAICompatibleProvider:
             ],
             "response_format": {
                 "type": "json_schema",
-                "json_schema": {"name": "answer", "schema": request.json_schema, "strict": True},
+                "json_schema": {"name": "answer", "schema": schema, "strict": strict is not None},
             },
             # Attempt 0 is the canonical answer; later consensus attempts sample to disagree.
             "temperature": 0 if request.attempt == 0 else 0.7,
@@ -263,7 +268,7 @@ class OpenAICompatibleProvider:
         retries = self._config.max_retries
         for try_index in range(retries + 1):
             try:
-                return self._call_once(payload, model)
+                response = self._call_once(payload, model)
             except ProviderError as exc:
                 if not exc.retryable or try_index >= retries:
                     raise
@@ -277,6 +282,10 @@ class OpenAICompatibleProvider:
                     delay,
                 )
                 time.sleep(delay)
+                continue
+            if strict is None:
+                return response
+            return replace(response, data=from_strict(response.data, request.json_schema))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _call_once(self, payload: bytes, model: str) -> ModelResponse:

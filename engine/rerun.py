@@ -73,6 +73,7 @@ _SOURCE = {with_config: _source_statement(with_config) for with_config in (True,
 _RAN_STEPS = {
     by_id: select(
         Step.step_id,
+        Step.scope,
         Step.turn_index,
         case(
             (
@@ -133,8 +134,14 @@ def _drift(src: Source, block_id: str) -> dict[str, list[str]]:
 @dataclass(frozen=True, kw_only=True)
 class RanStep:
     step_id: str
+    # The for_each iteration the step ran in (``pages[2]``), "" outside any.
+    scope: str
     turn_index: int
     inputs: dict[str, Any] | None
+
+    def as_iteration(self) -> dict[str, Any]:
+        """How a block execution lists it: ``{"step_id", "iteration"}``."""
+        return {"step_id": self.step_id, "iteration": self.scope or None}
 
 
 def ran_steps(s: Session, run_id: str, block_id: str, step_id: str | None) -> list[RanStep]:
@@ -145,7 +152,10 @@ def ran_steps(s: Session, run_id: str, block_id: str, step_id: str | None) -> li
     """
     params = {"run_id": run_id, "block_id": block_id, "step_id": step_id}
     rows = s.connection().execute(_RAN_STEPS[step_id is not None], params).all()
-    steps = [RanStep(step_id=r.step_id, turn_index=r.turn_index, inputs=r.inputs) for r in rows]
+    steps = [
+        RanStep(step_id=r.step_id, scope=r.scope, turn_index=r.turn_index, inputs=r.inputs)
+        for r in rows
+    ]
     return sorted(steps, key=lambda st: (st.turn_index, _natural(st.step_id)))
 
 

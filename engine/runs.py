@@ -19,7 +19,7 @@ from engine.graph import Graph, parse_graph
 from engine.ids import new_id
 from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
 from engine.listfilters import created_between, id_starts_with
-from engine.pages import Page, paginate
+from engine.pages import Page, PageRequest, paginate
 from engine.ports import Work, WorkKind
 from engine.scheduler import Scheduler, step_path
 from engine.termination import terminate_run
@@ -115,6 +115,8 @@ def start_run(
     s.add(Turn(run_id=run.id, turn_index=0, input=dict(inputs), started_at=now))
     work = start_steps(s, run, inputs, now)
     record_run(s, run)
+    # The answer reads the run's turns back: the stored input must be there to read.
+    s.flush()
     return Started(run=run, work=work)
 
 
@@ -167,9 +169,8 @@ def mark_queued(s: Session, model: Any, ids: Sequence[str]) -> int:
 def list_runs(
     s: Session,
     org_id: str,
+    page: PageRequest,
     *,
-    limit: int,
-    after: str | None,
     workflow_id: str | None = None,
     status: str | None = None,
     original_run_id: str | None = None,
@@ -187,11 +188,11 @@ def list_runs(
         stmt = stmt.where(Run.status == status)
     if original_run_id:
         stmt = stmt.where(Run.original_run_id == original_run_id)
-    return paginate(s, stmt, Run, limit=limit, after=after)
+    return paginate(s, stmt, Run, page)
 
 
-def list_steps(s: Session, run: Run, *, limit: int, after: str | None) -> Page[Step]:
-    return paginate(s, select(Step).where(Step.run_id == run.id), Step, limit=limit, after=after)
+def list_steps(s: Session, run: Run, page: PageRequest) -> Page[Step]:
+    return paginate(s, select(Step).where(Step.run_id == run.id), Step, page)
 
 
 def turns_of(s: Session, run: Run) -> list[Turn]:

@@ -14,7 +14,7 @@ from engine.db.session import lock_row
 from engine.errors import Conflict, FieldError, Invalid, NotFound
 from engine.graph import Graph, parse_graph
 from engine.limits import route_errors
-from engine.pages import Page, paginate
+from engine.pages import Page, PageRequest, paginate
 
 
 def _graph_dict(graph: Graph) -> dict[str, Any]:
@@ -117,9 +117,9 @@ def create_workflow(
     return wf
 
 
-def list_workflows(s: Session, org_id: str, *, limit: int, after: str | None) -> Page[Workflow]:
+def list_workflows(s: Session, org_id: str, page: PageRequest) -> Page[Workflow]:
     stmt = select(Workflow).where(Workflow.organization_id == org_id)
-    return paginate(s, stmt, Workflow, limit=limit, after=after)
+    return paginate(s, stmt, Workflow, page)
 
 
 def versions_of(s: Session, workflow_id: str) -> list[WorkflowVersion]:

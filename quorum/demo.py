@@ -349,20 +349,20 @@ def print_summary(
     say("")
     say(f"Steps ({len(steps)}):")
     width = max([len(s["step_id"]) for s in steps] + [7])
-    say(f"  {'step_id':<{width}}  {'type':<10} {'state':<10} {'duration':>9}  note")
+    say(f"  {'step_id':<{width}}  {'type':<10} {'status':<10} {'duration':>9}  note")
     for s in steps:
         life = s["lifecycle"]
         note = ""
-        if life["state"] == "skipped":
+        if life["status"] == "skipped":
             note = f"({life.get('reason')})"
-        elif life["state"] == "error":
-            note = _fmt_value(life.get("error"), 80)
+        elif life["status"] == "error":
+            note = _fmt_value(life.get("message"), 80)
         elif s.get("active_output_handles") and s["block_type"] in ("router", "classifier"):
             note = "-> " + ", ".join(s["active_output_handles"])
         elif s.get("n_consensus", 1) > 1:
             note = f"n_consensus {s['n_consensus']}"
         say(
-            f"  {s['step_id']:<{width}}  {s['block_type']:<10} {life['state']:<10} "
+            f"  {s['step_id']:<{width}}  {s['block_type']:<10} {life['status']:<10} "
             f"{_fmt_ms(s.get('duration_ms')):>9}  {note}".rstrip()
         )
     say("")

@@ -260,8 +260,8 @@ def run_command(
 @click.option("--step-id", default=None, help="the step whose inputs to use (a for_each iteration)")
 @click.option("--n-consensus", type=int, default=None, help="3, 5 or 7 (model blocks)")
 @click.option(
-    "--no-verify-upstream",
-    "no_verify",
+    "--no-check-eligibility",
+    "no_check",
     is_flag=True,
     help="run even when blocks upstream changed in the draft",
 )
@@ -273,7 +273,7 @@ def rerun_command(
     block_id: str,
     step_id: str | None,
     n_consensus: int | None,
-    no_verify: bool,
+    no_check: bool,
     watch: bool,
     timeout: float,
     url: str,
@@ -286,23 +286,22 @@ def rerun_command(
             block_id,
             step_id=step_id,
             n_consensus=n_consensus,
-            verify_upstream=False if no_verify else None,
+            check_eligibility=False if no_check else None,
         )
-        click.echo(f"block execution {ex.id} {ex.state} (step {ex.step_id})", err=True)
+        click.echo(f"block execution {ex.id} {ex.status} (step {ex.source_step_id})", err=True)
         if not watch:
             click.echo(ex.id)
             return
         ex = client.block_executions.wait(ex.id, timeout=timeout)
     took = f" in {ex.duration_ms} ms" if ex.duration_ms is not None else ""
-    click.echo(f"block execution {ex.id} {ex.state}{took}")
-    if ex.state == "completed":
-        click.echo(_dump(ex.outputs))
+    click.echo(f"block execution {ex.id} {ex.status}{took}")
+    if ex.status == "completed":
+        click.echo(_dump(ex.handle_outputs))
         if ex.consensus:
             click.echo(_dump({"consensus": ex.consensus}))
         return
-    error = ex.lifecycle.error or {}
-    detail = error.get("message") or ex.lifecycle.reason or ex.state
-    click.echo(f"error: block execution {ex.id} {ex.state} — {_one_line(str(detail))}", err=True)
+    detail = ex.lifecycle.message or ex.lifecycle.reason or ex.status
+    click.echo(f"error: block execution {ex.id} {ex.status} — {_one_line(str(detail))}", err=True)
     sys.exit(1)
 
 
@@ -372,10 +371,10 @@ def status_command(run_id: str, show_steps: bool, as_json: bool, url: str, key: 
         click.echo(f"{name:<12} {value}")
     if steps:
         click.echo("")
-        click.echo(f"  {'step_id':<36} {'type':<12} {'state':<10} {'duration':>9}")
+        click.echo(f"  {'step_id':<36} {'type':<12} {'status':<10} {'duration':>9}")
         for st in steps:
             took = f"{st.duration_ms} ms" if st.duration_ms is not None else "-"
-            click.echo(f"  {st.step_id:<36} {st.block_type:<12} {st.state:<10} {took:>9}")
+            click.echo(f"  {st.step_id:<36} {st.block_type:<12} {st.status:<10} {took:>9}")
 
 
 COMMANDS = (run_command, rerun_command, fork_command, status_command)

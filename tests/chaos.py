@@ -168,7 +168,7 @@ def _drive(
     rng.shuffle(plan)
     for i, kind in enumerate(plan):
         if kind == "e":
-            body = {"run_id": source["id"], "block_id": "s0", "verify_upstream": False}
+            body = {"run_id": source["id"], "block_id": "s0", "check_eligibility": False}
             execution_ids.append(_submit(api, "/v1/workflows/blocks/executions", body))
         else:
             body = {"workflow_id": chain["id"], "inputs": {"x": i}}

@@ -54,6 +54,18 @@ class EventsQuery(BaseModel):
     )
 
 
+# A step in a ``steps`` event: ``status`` is its lifecycle's status (same name and values).
+_STEP_SUMMARY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "status": {
+            "enum": ["pending", "queued", "running", "completed", "error", "cancelled", "skipped"]
+        },
+        "reason": {"type": ["string", "null"]},
+        "error_type": {"type": ["string", "null"]},
+    },
+}
+
 # What ``data`` holds, as JSON: a ``run`` event or a ``steps`` event.
 _EVENT_DATA: dict[str, Any] = {
     "type": "object",
@@ -71,7 +83,7 @@ _EVENT_DATA: dict[str, Any] = {
                 "steps_done": {"type": "integer"},
             },
         },
-        "steps": {"type": "array", "items": {"type": "object"}},
+        "steps": {"type": "array", "items": _STEP_SUMMARY},
     },
 }
 
@@ -88,7 +100,7 @@ class RunEventMessage(BaseModel):
         description="the event's seq: send it back as Last-Event-ID to resume",
     )
     event: Literal["run", "steps"] = Field(
-        description="run (status, termination_reason, progress) or steps (their new states)"
+        description="run (status, termination_reason, progress) or steps (their new status)"
     )
     data: str = Field(
         description="the event as one line of JSON",

@@ -7,12 +7,12 @@ from typing import Any
 from flask import Blueprint
 from sqlalchemy import text
 
-from api import idempotent, schemas, views
+from api import idempotent, views
 from api.auth import current
 from api.browsing import ExecutionsListQuery
+from api.execution_schemas import BlockExecution, BlockExecutionPage, CreateExecution
 from api.registry import registry
 from api.runtime import runtime
-from api.schemas import CreateExecution
 from engine import executions as svc
 
 bp = Blueprint("executions", __name__)
@@ -33,7 +33,7 @@ def _read(execution_id: str) -> dict[str, Any]:
     body=CreateExecution,
     status=202,
     errors=(404, 409),
-    response=schemas.BlockExecution,
+    response=BlockExecution,
 )
 def create_execution(body: CreateExecution) -> Any:
     rt = runtime()
@@ -50,7 +50,7 @@ def create_execution(body: CreateExecution) -> Any:
             block_id=body.block_id,
             step_id=body.step_id,
             n_consensus=body.n_consensus,
-            verify_upstream=body.verify_upstream,
+            check_eligibility=body.check_eligibility,
         )
         answer = views.execution(ex)
         idempotent.remember(s, answer)
@@ -83,24 +83,19 @@ def create_execution(body: CreateExecution) -> Any:
     summary="List block executions",
     tag="block executions",
     query=ExecutionsListQuery,
-    response=schemas.BlockExecutionPage,
+    response=BlockExecutionPage,
 )
 def list_executions(query: ExecutionsListQuery) -> Any:
     with runtime().db.transaction() as s:
         page = svc.list_executions(
             s,
             current().organization_id,
-            limit=query.limit,
-            after=query.after,
+            query.page(),
             run_id=query.run_id,
             block_id=query.block_id,
             workflow_id=query.workflow_id,
         )
-        return {
-            "data": [views.execution(e) for e in page.items],
-            "has_more": page.has_more,
-            "next_after": page.next_after,
-        }
+        return views.page(page, views.execution)
 
 
 @route(
@@ -109,7 +104,7 @@ def list_executions(query: ExecutionsListQuery) -> Any:
     "/v1/workflows/blocks/executions/<execution_id>",
     summary="Read a block execution",
     tag="block executions",
-    response=schemas.BlockExecution,
+    response=BlockExecution,
 )
 def get_execution(execution_id: str) -> Any:
     return _read(execution_id)
@@ -122,7 +117,7 @@ def get_execution(execution_id: str) -> Any:
     summary="Cancel a block execution",
     tag="block executions",
     errors=(409,),
-    response=schemas.BlockExecution,
+    response=BlockExecution,
 )
 def cancel_execution(execution_id: str) -> Any:
     rt = runtime()

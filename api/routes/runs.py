@@ -97,8 +97,7 @@ def list_runs(query: RunsListQuery) -> Any:
         page = svc.list_runs(
             s,
             current().organization_id,
-            limit=query.limit,
-            after=query.after,
+            query.page(),
             workflow_id=query.workflow_id,
             status=query.status,
             original_run_id=query.original_run_id,
@@ -106,11 +105,7 @@ def list_runs(query: RunsListQuery) -> Any:
             created_to=query.created_to,
             id_prefix=query.id_prefix,
         )
-        return {
-            "data": [views.run_summary(r) for r in page.items],
-            "has_more": page.has_more,
-            "next_after": page.next_after,
-        }
+        return views.page(page, views.run_summary)
 
 
 @route(
@@ -132,12 +127,7 @@ def get_run(run_id: str) -> Any:
 def list_steps(run_id: str, query: PageQuery) -> Any:
     with runtime().db.transaction() as s:
         run = svc.get_run(s, current().organization_id, run_id)
-        page = svc.list_steps(s, run, limit=query.limit, after=query.after)
-        return {
-            "data": [views.step(st) for st in page.items],
-            "has_more": page.has_more,
-            "next_after": page.next_after,
-        }
+        return views.page(svc.list_steps(s, run, query.page()), views.step)
 
 
 @route(

@@ -64,14 +64,8 @@ def create_workflow(body: CreateWorkflow) -> Any:
 )
 def list_workflows(query: PageQuery) -> Any:
     with runtime().db.transaction() as s:
-        page = svc.list_workflows(
-            s, current().organization_id, limit=query.limit, after=query.after
-        )
-        return {
-            "data": [views.workflow_summary(w) for w in page.items],
-            "has_more": page.has_more,
-            "next_after": page.next_after,
-        }
+        page = svc.list_workflows(s, current().organization_id, query.page())
+        return views.page(page, views.workflow_summary)
 
 
 @route(

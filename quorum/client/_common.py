@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from quorum.client.errors import QuorumError, error_from_response, parse_retry_after
-from quorum.client.models import TERMINAL_RUN, Event, Page
+from quorum.client.models import TERMINAL_RUN, Event, ListMetadata, Page
 from quorum.client.sse import ServerSentEvent
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -122,6 +122,12 @@ def instant(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def page_params(
+    limit: int | None, after: str | None, before: str | None, order: str | None
+) -> dict[str, Any]:
+    return params(limit=limit, after=after, before=before, order=order)
+
+
 def workflow_body(
     name: str | None,
     blocks: Iterable[Mapping[str, Any]] | None,
@@ -161,15 +167,15 @@ def execution_body(
     block_id: str,
     step_id: str | None,
     n_consensus: int | None,
-    verify_upstream: bool | None,
+    check_eligibility: bool | None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"run_id": run_id, "block_id": block_id}
     if step_id is not None:
         body["step_id"] = step_id
     if n_consensus is not None:
         body["n_consensus"] = n_consensus
-    if verify_upstream is not None:
-        body["verify_upstream"] = verify_upstream
+    if check_eligibility is not None:
+        body["check_eligibility"] = check_eligibility
     return body
 
 
@@ -222,4 +228,5 @@ def page(model: Any, data: Any) -> Any:
         data=[model.parse(item) for item in body.get("data") or []],
         has_more=bool(body.get("has_more")),
         next_after=body.get("next_after"),
+        list_metadata=ListMetadata.model_validate(body.get("list_metadata") or {}),
     )

@@ -181,8 +181,15 @@ class AsyncWorkflows:
         )
         return Workflow.parse(data)
 
-    async def list(self, *, limit: int | None = None, after: str | None = None) -> Page[Workflow]:
-        query = c.params(limit=limit, after=after)
+    async def list(
+        self,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        order: str | None = None,
+    ) -> Page[Workflow]:
+        query = c.page_params(limit, after, before, order)
         return c.page(Workflow, await self._c.request("GET", "/v1/workflows", params=query))
 
     async def get(self, workflow_id: str) -> Workflow:
@@ -255,6 +262,8 @@ class AsyncRuns:
         id_prefix: str | None = None,
         limit: int | None = None,
         after: str | None = None,
+        before: str | None = None,
+        order: str | None = None,
     ) -> Page[Run]:
         """Newest first; ``created_from`` (inclusive) and ``created_to`` need a time zone."""
         query = c.params(
@@ -264,9 +273,7 @@ class AsyncRuns:
             created_from=created_from,
             created_to=created_to,
             id_prefix=id_prefix,
-            limit=limit,
-            after=after,
-        )
+        ) | c.page_params(limit, after, before, order)
         return c.page(Run, await self._c.request("GET", "/v1/workflows/runs", params=query))
 
     async def steps(self, run_id: str, *, page_size: int = 200) -> AsyncIterator[Step]:
@@ -385,10 +392,10 @@ class AsyncBlockExecutions:
         *,
         step_id: str | None = None,
         n_consensus: int | None = None,
-        verify_upstream: bool | None = None,
+        check_eligibility: bool | None = None,
         idempotency_key: str | None = None,
     ) -> BlockExecution:
-        body = c.execution_body(run_id, block_id, step_id, n_consensus, verify_upstream)
+        body = c.execution_body(run_id, block_id, step_id, n_consensus, check_eligibility)
         data = await self._c.request(
             "POST", "/v1/workflows/blocks/executions", json=body, idempotency_key=idempotency_key
         )
@@ -405,8 +412,12 @@ class AsyncBlockExecutions:
         block_id: str | None = None,
         limit: int | None = None,
         after: str | None = None,
+        before: str | None = None,
+        order: str | None = None,
     ) -> Page[BlockExecution]:
-        query = c.params(run_id=run_id, block_id=block_id, limit=limit, after=after)
+        query = c.params(run_id=run_id, block_id=block_id) | c.page_params(
+            limit, after, before, order
+        )
         data = await self._c.request("GET", "/v1/workflows/blocks/executions", params=query)
         return c.page(BlockExecution, data)
 

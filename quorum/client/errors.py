@@ -81,10 +81,11 @@ class UnsupportedMediaType(QuorumError):
 
 
 class ValidationFailed(QuorumError):
-    """422: well-formed but invalid; ``available_iterations`` lists step ids when relevant."""
+    """422: well-formed but invalid; ``available_iterations`` lists the steps to choose
+    from (``{"step_id", "iteration"}``) when relevant."""
 
     @property
-    def available_iterations(self) -> list[str] | None:
+    def available_iterations(self) -> list[dict[str, Any]] | None:
         value = self.problem.get("available_iterations")
         return list(value) if isinstance(value, list) else None
 

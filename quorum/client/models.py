@@ -43,19 +43,20 @@ class Progress(Model):
 
 
 class Lifecycle(Model):
-    """``state`` and the state's own fields (``queued_at``, ``worker``, ``error``...)."""
+    """``status`` and the status's own fields (``queued_at``, ``worker``, ``message``...)."""
 
-    state: str
+    status: str
     queued_at: datetime | None = None
     started_at: datetime | None = None
     worker: str | None = None
     attempt: int | None = None
+    message: str | None = None
     error: dict[str, Any] | None = None
     reason: str | None = None
 
     @property
     def is_terminal(self) -> bool:
-        return self.state in TERMINAL_LIFECYCLE
+        return self.status in TERMINAL_LIFECYCLE
 
 
 class VersionSummary(Model):
@@ -160,42 +161,43 @@ class Step(Model):
     completed_at: datetime | None = None
 
     @property
-    def state(self) -> str:
-        return self.lifecycle.state
+    def status(self) -> str:
+        return self.lifecycle.status
 
 
 class BlockExecution(Model):
     id: str
     workflow_id: str
-    run_id: str
+    source_run_id: str
+    source_step_id: str | None = None
     block_id: str
     block_type: str
     lifecycle: Lifecycle
-    workflow_version: int | str | None = None
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    outputs: dict[str, Any] | None = None
-    artifact: Any = None
-    active_output_handles: list[str] | None = None
+    workflow_version_id: str | None = None
+    handle_inputs: dict[str, Any] = Field(default_factory=dict)
+    handle_outputs: dict[str, Any] | None = None
+    artifact: dict[str, Any] | None = None
+    routing_decisions: list[str] | None = None
     duration_ms: int | None = None
     created_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
     block_config: dict[str, Any] | None = None
-    step_id: str | None = None
-    available_iterations: list[str] | None = None
+    available_iterations: list[dict[str, Any]] | None = None
     n_consensus: int | None = None
     consensus: Any = None
 
     @property
-    def state(self) -> str:
-        return self.lifecycle.state
+    def status(self) -> str:
+        return self.lifecycle.status
 
 
 class Event(Model):
     """One message of a run's event stream.
 
     ``kind`` is ``run`` (``data``: ``status``, ``termination_reason``, ``progress``...) or
-    ``steps`` (``data["steps"]``: the steps' new states). ``seq`` is what to resume after.
+    ``steps`` (``data["steps"]``: each step's new ``status``, ``reason``, ``error_type``).
+    ``seq`` is what to resume after.
     """
 
     seq: int
@@ -225,14 +227,24 @@ class Event(Model):
 T = TypeVar("T")
 
 
+class ListMetadata(BaseModel):
+    """The cursors around a page: ``before`` its first item, ``after`` its last (or None)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    before: str | None = None
+    after: str | None = None
+
+
 class Page(BaseModel, Generic[T]):
-    """One page of a list: ``data``, ``has_more`` and the ``next_after`` cursor."""
+    """One page of a list: ``data``, ``has_more``, ``next_after`` and ``list_metadata``."""
 
     model_config = ConfigDict(frozen=True)
 
     data: list[T]
     has_more: bool = False
     next_after: str | None = None
+    list_metadata: ListMetadata = Field(default_factory=ListMetadata)
 
     def __iter__(self) -> Iterator[T]:  # type: ignore[override]
         return iter(self.data)

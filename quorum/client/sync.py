@@ -212,8 +212,16 @@ class Workflows:
         data = self._c.request("POST", "/v1/workflows", json=body, idempotency_key=idempotency_key)
         return Workflow.parse(data)
 
-    def list(self, *, limit: int | None = None, after: str | None = None) -> Page[Workflow]:
-        data = self._c.request("GET", "/v1/workflows", params=c.params(limit=limit, after=after))
+    def list(
+        self,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        order: str | None = None,
+    ) -> Page[Workflow]:
+        query = c.page_params(limit, after, before, order)
+        data = self._c.request("GET", "/v1/workflows", params=query)
         return c.page(Workflow, data)
 
     def get(self, workflow_id: str) -> Workflow:
@@ -291,6 +299,8 @@ class Runs:
         id_prefix: str | None = None,
         limit: int | None = None,
         after: str | None = None,
+        before: str | None = None,
+        order: str | None = None,
     ) -> Page[Run]:
         """Newest first; ``created_from`` (inclusive) and ``created_to`` need a time zone."""
         query = c.params(
@@ -300,9 +310,7 @@ class Runs:
             created_from=created_from,
             created_to=created_to,
             id_prefix=id_prefix,
-            limit=limit,
-            after=after,
-        )
+        ) | c.page_params(limit, after, before, order)
         return c.page(Run, self._c.request("GET", "/v1/workflows/runs", params=query))
 
     def steps(self, run_id: str, *, page_size: int = 200) -> Iterator[Step]:
@@ -428,11 +436,11 @@ class BlockExecutions:
         *,
         step_id: str | None = None,
         n_consensus: int | None = None,
-        verify_upstream: bool | None = None,
+        check_eligibility: bool | None = None,
         idempotency_key: str | None = None,
     ) -> BlockExecution:
         """Re-run one block of the current draft with the inputs a step of the run saw."""
-        body = c.execution_body(run_id, block_id, step_id, n_consensus, verify_upstream)
+        body = c.execution_body(run_id, block_id, step_id, n_consensus, check_eligibility)
         data = self._c.request(
             "POST", "/v1/workflows/blocks/executions", json=body, idempotency_key=idempotency_key
         )
@@ -449,8 +457,12 @@ class BlockExecutions:
         block_id: str | None = None,
         limit: int | None = None,
         after: str | None = None,
+        before: str | None = None,
+        order: str | None = None,
     ) -> Page[BlockExecution]:
-        query = c.params(run_id=run_id, block_id=block_id, limit=limit, after=after)
+        query = c.params(run_id=run_id, block_id=block_id) | c.page_params(
+            limit, after, before, order
+        )
         data = self._c.request("GET", "/v1/workflows/blocks/executions", params=query)
         return c.page(BlockExecution, data)
 
@@ -469,6 +481,6 @@ class BlockExecutions:
             if ex.lifecycle.is_terminal:
                 return ex
             if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(f"block execution {execution_id} still {ex.state}")
+                raise WaitTimeout(f"block execution {execution_id} still {ex.status}")
             left = poll_interval if deadline is None else deadline - time.monotonic()
             time.sleep(max(0.0, min(poll_interval, left)))

@@ -568,6 +568,9 @@ def test_invalid_draft_changes_are_422_and_leave_the_draft(env: Env, client: htt
         ({"limit": 201}, ["query", "limit"]),
         ({"limit": "ten"}, ["query", "limit"]),
         ({"after": "nope"}, ["query", "after"]),
+        ({"before": "nope"}, ["query", "before"]),
+        ({"order": "newest"}, ["query", "order"]),
+        ({"after": "0" * 24, "before": "f" * 24}, ["query"]),
         ({"sort": "name"}, ["query", "sort"]),
         ([("limit", "1"), ("limit", "2")], ["query", "limit"]),
     ],
@@ -860,9 +863,17 @@ def test_create_read_replace_patch_publish(client: httpx.Client) -> None:
     assert client.get(f"{url}/versions/1").json()["graph"] == draft
 
 
+EMPTY_PAGE = {
+    "data": [],
+    "has_more": False,
+    "next_after": None,
+    "list_metadata": {"before": None, "after": None},
+}
+
+
 def test_list_pagination_newest_first(env: Env) -> None:
     with env.client(env.new_key()) as c:
-        assert c.get("/v1/workflows").json() == {"data": [], "has_more": False, "next_after": None}
+        assert c.get("/v1/workflows").json() == EMPTY_PAGE
         ids = [create(c, f"wf{i}")["id"] for i in range(5)]
         newest_first = ids[::-1]
         assert sorted(ids) == ids
@@ -870,6 +881,7 @@ def test_list_pagination_newest_first(env: Env) -> None:
         page = c.get("/v1/workflows").json()
         assert [w["id"] for w in page["data"]] == newest_first
         assert page["has_more"] is False and page["next_after"] is None
+        assert page["list_metadata"] == {"before": None, "after": None}
         summary = page["data"][0]
         assert summary["name"] == "wf4" and _is_time(summary["created_at"])
 
@@ -881,17 +893,30 @@ def test_list_pagination_newest_first(env: Env) -> None:
             page = c.get("/v1/workflows", params=params).json()
             pages += 1
             seen.extend(w["id"] for w in page["data"])
+            first_before = page["data"][0]["id"] if after else None
+            assert page["list_metadata"]["before"] == first_before
             if not page["has_more"]:
-                assert page["next_after"] is None
+                assert page["next_after"] is None and page["list_metadata"]["after"] is None
                 break
-            assert page["next_after"] == page["data"][-1]["id"]
+            assert page["next_after"] == page["list_metadata"]["after"] == page["data"][-1]["id"]
             after = page["next_after"]
         assert seen == newest_first and pages == 3
 
         exact = c.get("/v1/workflows", params={"limit": 5}).json()
         assert exact["has_more"] is False and len(exact["data"]) == 5
         tail = c.get("/v1/workflows", params={"after": ids[0]}).json()
-        assert tail == {"data": [], "has_more": False, "next_after": None}
+        assert tail == EMPTY_PAGE
+
+        # Oldest first, and back from a cursor: the rows next to it, in list order.
+        oldest = c.get("/v1/workflows", params={"order": "asc", "limit": 2}).json()
+        assert [w["id"] for w in oldest["data"]] == ids[:2]
+        assert oldest["list_metadata"] == {"before": None, "after": ids[1]}
+        back = c.get("/v1/workflows", params={"before": ids[1], "limit": 2}).json()
+        assert [w["id"] for w in back["data"]] == [ids[3], ids[2]]
+        assert back["has_more"] is True
+        assert back["list_metadata"] == {"before": ids[3], "after": ids[2]}
+        for path in ("/v1/workflows/runs", "/v1/workflows/blocks/executions"):
+            assert c.get(path, params={"order": "asc"}).json() == EMPTY_PAGE
 
 
 # -- Idempotency-Key ---------------------------------------------------------------------

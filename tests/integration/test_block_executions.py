@@ -35,21 +35,21 @@ RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 FIELDS = {
     "id",
     "workflow_id",
-    "run_id",
+    "source_run_id",
+    "source_step_id",
     "block_id",
     "block_type",
     "lifecycle",
-    "workflow_version",
-    "inputs",
-    "outputs",
+    "workflow_version_id",
+    "handle_inputs",
+    "handle_outputs",
     "artifact",
-    "active_output_handles",
+    "routing_decisions",
     "duration_ms",
     "created_at",
     "started_at",
     "completed_at",
     "block_config",
-    "step_id",
     "available_iterations",
     "n_consensus",
     "consensus",
@@ -171,7 +171,7 @@ def execute(api: Api, run_id: str, block_id: str, **extra: Any) -> dict[str, Any
     assert r.status_code == 202, r.text
     body = dict(r.json())
     assert set(body) == FIELDS
-    assert body["lifecycle"]["state"] in ("pending", "queued"), body["lifecycle"]
+    assert body["lifecycle"]["status"] in ("pending", "queued"), body["lifecycle"]
     return body
 
 
@@ -245,18 +245,20 @@ def test_rerun_after_editing_the_draft_leaves_the_run_alone(api: Api) -> None:
     assert created["block_config"] == draft_config(api, wf_id, "calc")
     ex = api.wait_execution(created["id"])
     assert set(ex) == FIELDS
-    assert ex["lifecycle"] == {"state": "completed"}
+    assert ex["lifecycle"] == {"status": "completed"}
     assert ex["id"] == created["id"] and re.fullmatch(r"[0-9a-f]{24}", ex["id"])
-    assert (ex["workflow_id"], ex["run_id"]) == (wf_id, run_id)
+    assert (ex["workflow_id"], ex["source_run_id"]) == (wf_id, run_id)
     assert (ex["block_id"], ex["block_type"]) == ("calc", "function")
-    assert ex["workflow_version"] == run["version"] == 0
-    assert ex["step_id"] == "calc"
+    assert ex["workflow_version_id"] == str(run["version"]) == "0"
+    assert ex["source_step_id"] == "calc"
     assert ex["available_iterations"] is None
-    assert ex["inputs"] == by_step_id(steps_before)["calc"]["inputs"] == {"value": json_value(5)}
-    assert ex["outputs"] == {"output": json_value(6)}  # inc, not the run's double (10)
-    assert ex["active_output_handles"] == ["output"]
+    calc_inputs = by_step_id(steps_before)["calc"]["inputs"]
+    assert ex["handle_inputs"] == calc_inputs == {"value": json_value(5)}
+    assert ex["handle_outputs"] == {"output": json_value(6)}  # inc, not the run's double (10)
+    assert ex["routing_decisions"] == ["output"]
     assert ex["block_config"] == {"function": "inc"}
-    assert (ex["n_consensus"], ex["consensus"], ex["artifact"]) == (1, None, None)
+    assert (ex["n_consensus"], ex["consensus"]) == (1, None)
+    assert ex["artifact"] == {"operation": "function_invocation", "id": ex["id"]}
     assert isinstance(ex["duration_ms"], int) and ex["duration_ms"] >= 0
     for key in ("created_at", "started_at", "completed_at"):
         assert RFC3339.match(ex[key]), (key, ex[key])
@@ -265,10 +267,11 @@ def test_rerun_after_editing_the_draft_leaves_the_run_alone(api: Api) -> None:
     patch_block(api, wf_id, "calc", {"function": "explode", "params": {"message": "v3 broke"}})
     failed = api.wait_execution(execute(api, run_id, "calc")["id"])
     assert failed["lifecycle"] == {
-        "state": "error",
+        "status": "error",
+        "message": "v3 broke",
         "error": {"type": "ValueError", "message": "v3 broke"},
     }
-    assert failed["outputs"] is None
+    assert failed["handle_outputs"] is None and failed["artifact"] is None
     assert failed["block_config"] == {"function": "explode", "params": {"message": "v3 broke"}}
     # The first execution keeps the config it ran with.
     assert api.get(f"{EXECUTIONS}/{ex['id']}").json() == ex
@@ -276,6 +279,10 @@ def test_rerun_after_editing_the_draft_leaves_the_run_alone(api: Api) -> None:
     listed = api.get(EXECUTIONS, params={"run_id": run_id, "block_id": "calc"}).json()
     assert [e["id"] for e in listed["data"]] == [failed["id"], ex["id"]]  # newest first
     assert listed["has_more"] is False and listed["next_after"] is None
+    assert listed["list_metadata"] == {"before": None, "after": None}
+    oldest_first = api.get(EXECUTIONS, params={"run_id": run_id, "order": "asc", "limit": 1})
+    assert [e["id"] for e in oldest_first.json()["data"]] == [ex["id"]]
+    assert oldest_first.json()["list_metadata"] == {"before": None, "after": ex["id"]}
 
     # The source run and its steps are untouched.
     assert api.get(f"/v1/workflows/runs/{run_id}").json() == run_before
@@ -299,8 +306,9 @@ def test_for_each_iteration_chosen_by_step_id(api: Api) -> None:
     run = completed_run(api, graph, {"items": list(range(1, 13))})
     steps = by_step_id(api.steps(run["id"]))
     # In iteration order (pages[10] after pages[9]), whatever order the rows were written in.
-    iterations = [f"pages[{i}]/double" for i in range(12)]
-    assert sorted(s for s in steps if s.endswith("/double")) == sorted(iterations)
+    step_ids = [f"pages[{i}]/double" for i in range(12)]
+    assert sorted(s for s in steps if s.endswith("/double")) == sorted(step_ids)
+    iterations = [{"step_id": f"pages[{i}]/double", "iteration": f"pages[{i}]"} for i in range(12)]
 
     # Several steps and no step_id: the answer lists them.
     body = problem(api.post(EXECUTIONS, {"run_id": run["id"], "block_id": "double"}), 422)
@@ -315,10 +323,10 @@ def test_for_each_iteration_chosen_by_step_id(api: Api) -> None:
     assert api.get(EXECUTIONS, params={"run_id": run["id"]}).json()["data"] == []
 
     ex = api.wait_execution(execute(api, run["id"], "double", step_id="pages[2]/double")["id"])
-    assert ex["lifecycle"] == {"state": "completed"}
-    assert ex["step_id"] == "pages[2]/double"
-    assert ex["inputs"] == steps["pages[2]/double"]["inputs"] == {"value": json_value(3)}
-    assert ex["outputs"] == {"output": json_value(6)}
+    assert ex["lifecycle"] == {"status": "completed"}
+    assert ex["source_step_id"] == "pages[2]/double"
+    assert ex["handle_inputs"] == steps["pages[2]/double"]["inputs"] == {"value": json_value(3)}
+    assert ex["handle_outputs"] == {"output": json_value(6)}
     assert ex["available_iterations"] == iterations
 
     # A for_each itself runs only inside a run.
@@ -344,18 +352,19 @@ def test_consensus_of_five_disagreeing_attempts(api: Api, db: Engine) -> None:
     created = execute(api, run["id"], "invoice", n_consensus=5)
     assert created["n_consensus"] == 5
     ex = api.wait_execution(created["id"])
-    assert ex["lifecycle"] == {"state": "completed"}, ex["lifecycle"]
+    assert ex["lifecycle"] == {"status": "completed"}, ex["lifecycle"]
     assert ex["n_consensus"] == 5
     assert ex["block_config"] == {"schema": INVOICE_SCHEMA, "n_consensus": 5}
     majority = {"total": 10, "currency": "EUR", "vendor": "ACME"}
-    assert ex["outputs"] == {"output": json_value(majority)}
+    assert ex["handle_outputs"] == {"output": json_value(majority)}
     assert ex["consensus"] == {
         "value": majority,
         "likelihoods": {"total": 1.0, "currency": 0.8, "vendor": 0.6},
         "attempts": 5,
         "succeeded": 5,
+        "answers": [{"answer": a} for a in ANSWERS],
     }
-    assert ex["artifact"] == {"kind": "extraction", "fields": ["currency", "total", "vendor"]}
+    assert ex["artifact"] == {"operation": "extraction", "id": ex["id"]}
 
     # The raw attempts are kept, one per seed, each with the answer it got.
     with Session(db) as s:
@@ -406,7 +415,7 @@ def test_bad_n_consensus_is_refused_and_writes_nothing(api: Api, db: Engine) -> 
     assert api.get(EXECUTIONS, params={"run_id": run["id"]}).json()["data"] == []
 
 
-def test_upstream_drift_is_refused_unless_not_verified(api: Api, db: Engine) -> None:
+def test_upstream_drift_is_refused_unless_eligibility_is_not_checked(api: Api, db: Engine) -> None:
     graph = {
         "blocks": [start(x="json"), fn("a", "double"), fn("b", "inc"), END],
         "edges": [
@@ -432,10 +441,17 @@ def test_upstream_drift_is_refused_unless_not_verified(api: Api, db: Engine) -> 
     body = problem(api.post(EXECUTIONS, {"run_id": run["id"], "block_id": "b"}), 409)
     assert body["drift"] == {"blocks": ["a"], "edges": ["start.x->b.extra"]}
 
-    ex = api.wait_execution(execute(api, run["id"], "b", verify_upstream=False)["id"])
-    assert ex["lifecycle"] == {"state": "completed"}
-    assert ex["inputs"] == {"value": json_value(10)}  # the run's step, not the draft's wiring
-    assert ex["outputs"] == {"output": json_value(20)}
+    # verify_upstream is the alias of check_eligibility; both at once are refused.
+    both = {"run_id": run["id"], "block_id": "b", "check_eligibility": False}
+    body = problem(api.post(EXECUTIONS, {**both, "verify_upstream": False}), 422)
+    assert "not both" in body["errors"][0]["msg"]
+    assert execution_rows(db, run["id"]) == 0
+    for name in ("check_eligibility", "verify_upstream"):
+        ex = api.wait_execution(execute(api, run["id"], "b", **{name: False})["id"])
+        assert ex["lifecycle"] == {"status": "completed"}
+        # The run's step, not the draft's wiring.
+        assert ex["handle_inputs"] == {"value": json_value(10)}
+        assert ex["handle_outputs"] == {"output": json_value(20)}
 
 
 def test_block_new_in_the_draft_takes_the_runs_upstream_outputs(api: Api, db: Engine) -> None:
@@ -474,12 +490,12 @@ def test_block_new_in_the_draft_takes_the_runs_upstream_outputs(api: Api, db: En
     replace_draft(api, run["workflow_id"], draft)
 
     created = execute(api, run["id"], "total")
-    assert created["step_id"] is None and created["available_iterations"] is None
+    assert created["source_step_id"] is None and created["available_iterations"] is None
     ex = api.wait_execution(created["id"])
-    assert ex["lifecycle"] == {"state": "completed"}
-    assert ex["inputs"] == {"a": json_value(3), "b": json_value(4)}
-    assert ex["outputs"] == {"output": json_value(7)}
-    assert ex["workflow_version"] == "draft"  # of the source run, which ran the draft
+    assert ex["lifecycle"] == {"status": "completed"}
+    assert ex["handle_inputs"] == {"a": json_value(3), "b": json_value(4)}
+    assert ex["handle_outputs"] == {"output": json_value(7)}
+    assert ex["workflow_version_id"] == "draft"  # of the source run, which ran the draft
 
     body = problem(api.post(EXECUTIONS, {"run_id": run["id"], "block_id": "lost"}), 422)
     assert any("big_path.output" in e["msg"] for e in body["errors"]), body
@@ -513,26 +529,26 @@ def test_cancel_queued_running_and_terminal(api: Api, fleet: Fleet, tmp_path: Pa
     patch_block(api, wf_id, "work", {"function": "effect", "params": {"tag": tag}})
     queued = execute(api, run_id, "work")
     waiting = api.get(f"{EXECUTIONS}/{queued['id']}").json()["lifecycle"]
-    assert set(waiting) == {"state", "queued_at"} and waiting["state"] == "queued"
+    assert set(waiting) == {"status", "queued_at"} and waiting["status"] == "queued"
     assert RFC3339.match(waiting["queued_at"])
     r = api.post(f"{EXECUTIONS}/{queued['id']}/cancel")
     assert r.status_code == 200, r.text
-    assert r.json()["lifecycle"] == {"state": "cancelled", "reason": "cancelled_by_user"}
+    assert r.json()["lifecycle"] == {"status": "cancelled", "reason": "cancelled_by_user"}
 
     # Running: the worker's late completion must not revive it.
     running = api.get(f"{EXECUTIONS}/{held['id']}").json()["lifecycle"]
-    assert set(running) == {"state", "started_at", "worker", "attempt"}
-    assert running["state"] == "running" and running["attempt"] == 1
+    assert set(running) == {"status", "started_at", "worker", "attempt"}
+    assert running["status"] == "running" and running["attempt"] == 1
     assert RFC3339.match(running["started_at"]) and running["worker"]
     r = api.post(f"{EXECUTIONS}/{held['id']}/cancel")
     assert r.status_code == 200, r.text
     cancelled = r.json()
-    assert cancelled["lifecycle"] == {"state": "cancelled", "reason": "cancelled_by_user"}
-    assert cancelled["outputs"] is None and cancelled["completed_at"] is not None
+    assert cancelled["lifecycle"] == {"status": "cancelled", "reason": "cancelled_by_user"}
+    assert cancelled["handle_outputs"] is None and cancelled["completed_at"] is not None
 
     done = api.wait_execution(other["id"])
-    assert done["lifecycle"] == {"state": "completed"}
-    assert done["outputs"] == {"output": json_value(1)}
+    assert done["lifecycle"] == {"status": "completed"}
+    assert done["handle_outputs"] == {"output": json_value(1)}
     # Terminal, whichever way it ended: 409.
     for ex in (done, cancelled, queued):
         problem(api.post(f"{EXECUTIONS}/{ex['id']}/cancel"), 409)
@@ -548,8 +564,8 @@ def test_cancel_queued_running_and_terminal(api: Api, fleet: Fleet, tmp_path: Pa
     )
     for ex in (held, queued):
         final = api.get(f"{EXECUTIONS}/{ex['id']}").json()
-        assert final["lifecycle"] == {"state": "cancelled", "reason": "cancelled_by_user"}
-        assert final["outputs"] is None
+        assert final["lifecycle"] == {"status": "cancelled", "reason": "cancelled_by_user"}
+        assert final["handle_outputs"] is None
     assert effect_lines(fleet, tag) == []
 
 
@@ -581,7 +597,7 @@ def test_cancel_under_consensus_discards_the_late_attempts(api: Api, db: Engine)
     wait_for("an attempt in flight", lambda: any(a.state == "running" for a in attempts()))
     r = api.post(f"{EXECUTIONS}/{ex['id']}/cancel")
     assert r.status_code == 200, r.text
-    assert r.json()["lifecycle"] == {"state": "cancelled", "reason": "cancelled_by_user"}
+    assert r.json()["lifecycle"] == {"status": "cancelled", "reason": "cancelled_by_user"}
 
     final = wait_for(
         "every attempt to end",
@@ -596,8 +612,8 @@ def test_cancel_under_consensus_discards_the_late_attempts(api: Api, db: Engine)
     assert "completed" in {a.state for a in final}
     assert {a.reason for a in final if a.state == "cancelled"} <= {"owner_ended"}
     after = api.get(f"{EXECUTIONS}/{ex['id']}").json()
-    assert after["lifecycle"] == {"state": "cancelled", "reason": "cancelled_by_user"}
-    assert (after["outputs"], after["consensus"]) == (None, None)
+    assert after["lifecycle"] == {"status": "cancelled", "reason": "cancelled_by_user"}
+    assert (after["handle_outputs"], after["consensus"]) == (None, None)
 
 
 def test_other_organizations_see_nothing(api: Api, other_org: Api) -> None:
@@ -638,7 +654,7 @@ def test_duplicate_delivery_executes_once(
     work = [Work(kind=WorkKind.EXECUTION, id=ex["id"])]
 
     wait_for("the execution to run", lambda: effect_lines(fleet, tag))
-    assert api.get(f"{EXECUTIONS}/{ex['id']}").json()["lifecycle"]["state"] == "running"
+    assert api.get(f"{EXECUTIONS}/{ex['id']}").json()["lifecycle"]["status"] == "running"
     dispatcher.dispatch(work)  # while it runs: the other worker must drop it
     wait_for(
         "the duplicate to be dropped",
@@ -650,7 +666,7 @@ def test_duplicate_delivery_executes_once(
         ],
     )
     done = api.wait_execution(ex["id"])
-    assert done["lifecycle"] == {"state": "completed"}
+    assert done["lifecycle"] == {"status": "completed"}
     dispatcher.dispatch(work)  # after it completed
     wait_for(
         "all three deliveries",
@@ -659,7 +675,7 @@ def test_duplicate_delivery_executes_once(
 
     assert effect_lines(fleet, tag) == [f"7 {effect_lines(fleet, tag)[0].split()[1]}"]
     assert api.get(f"{EXECUTIONS}/{ex['id']}").json() == done
-    assert done["outputs"] == {"output": json_value(7)}
+    assert done["handle_outputs"] == {"output": json_value(7)}
     with Session(db) as s:
         row = s.get(BlockExecution, ex["id"])
         assert row is not None

@@ -180,7 +180,9 @@ def test_rerun_and_fork(fleet: Fleet, key: str) -> None:
     assert rerun.returncode == 0, rerun.stderr
     assert re.match(r"block execution [0-9a-f]{24} completed", rerun.stdout), rerun.stdout
     assert '"invoice_number": "INV-7"' in rerun.stdout
-    queued = quorum("rerun", run_id, "review", "--no-verify-upstream", key=key, url=fleet.base_url)
+    queued = quorum(
+        "rerun", run_id, "review", "--no-check-eligibility", key=key, url=fleet.base_url
+    )
     assert queued.returncode == 0, queued.stderr
     assert re.fullmatch(r"[0-9a-f]{24}\n", queued.stdout)
     wrong = quorum("rerun", run_id, "extract", "--n-consensus", "4", key=key, url=fleet.base_url)

@@ -137,7 +137,7 @@ def test_runs_wait_steps_comments_and_checkpoints(client: Client) -> None:
     steps = list(client.runs.steps(run.id, page_size=2))  # three pages
     assert all(isinstance(s, Step) for s in steps)
     assert sorted(s.step_id for s in steps) == ["a", "b", "end", "start"]
-    assert {s.state for s in steps} == {"completed"}
+    assert {s.status for s in steps} == {"completed"}
 
     comment = client.runs.comment(run.id, "looks right", author="ada")
     assert comment.text == "looks right" and comment.display_name == "ada"
@@ -204,7 +204,9 @@ def test_typed_problems(client: Client, fleet: Fleet) -> None:
     run = client.runs.wait(client.runs.create(wf.id, {"x": [1, 2, 3]}).id, timeout=30)
     with pytest.raises(ValidationFailed) as several:
         client.block_executions.create(run.id, "double")
-    assert several.value.available_iterations == [f"pages[{i}]/double" for i in range(3)]
+    assert several.value.available_iterations == [
+        {"step_id": f"pages[{i}]/double", "iteration": f"pages[{i}]"} for i in range(3)
+    ]
 
     # Upstream drift: 409 with the drifted blocks, unless not verified.
     wf = client.workflows.create("doubler", DOUBLER["blocks"], DOUBLER["edges"])
@@ -213,10 +215,10 @@ def test_typed_problems(client: Client, fleet: Fleet) -> None:
     with pytest.raises(Conflict) as drift:
         client.block_executions.create(run.id, "b")
     assert drift.value.drift is not None and drift.value.drift["blocks"] == ["a"]
-    ex = client.block_executions.create(run.id, "b", verify_upstream=False)
-    assert isinstance(ex, BlockExecution) and ex.state in ("pending", "queued")
+    ex = client.block_executions.create(run.id, "b", check_eligibility=False)
+    assert isinstance(ex, BlockExecution) and ex.status in ("pending", "queued")
     ex = client.block_executions.wait(ex.id, timeout=30)
-    assert ex.state == "completed" and ex.outputs == {"output": {"type": "json", "data": 5}}
+    assert ex.status == "completed" and ex.handle_outputs == {"output": {"type": "json", "data": 5}}
     assert client.block_executions.get(ex.id) == ex
     assert [e.id for e in client.block_executions.list(run_id=run.id)] == [ex.id]
     with pytest.raises(Conflict):
@@ -283,7 +285,7 @@ def test_async_client(fleet: Fleet, key: str) -> None:
             child = await c.runs.checkpoint(run.id, 0)
             assert (await c.runs.wait(child.id, timeout=30)).output == {"result": 21}
             ex = await c.block_executions.create(run.id, "b")
-            assert (await c.block_executions.wait(ex.id, timeout=30)).state == "completed"
+            assert (await c.block_executions.wait(ex.id, timeout=30)).status == "completed"
 
     asyncio.run(main())
 

@@ -212,7 +212,7 @@ def test_extract_with_five_disagreeing_attempts(api: Api, fleet: Fleet, chat_url
     assert run["io_pairs"][0]["output"] == {"output": expected_value}
 
     step = by_step_id(api.steps(run["id"]))["extract_invoice"]
-    assert step["lifecycle"] == {"state": "completed"}
+    assert step["lifecycle"] == {"status": "completed"}
     assert step["n_consensus"] == 5
     assert step["outputs"] == {"output": {"type": "json", "data": expected_value}}
     assert step["consensus"] == {
@@ -230,6 +230,8 @@ def test_extract_with_five_disagreeing_attempts(api: Api, fleet: Fleet, chat_url
         },
         "attempts": 5,
         "succeeded": 5,
+        # Each attempt's raw answer, in attempt (seed) order.
+        "answers": [{"answer": a} for a in EXTRACT_ANSWERS],
     }
 
     # Five model calls, each counted once (the reconciled answer is not a sixth).
@@ -302,9 +304,10 @@ def test_classifier_consensus_routes_to_the_chosen_category(api: Api, fleet: Fle
         "likelihoods": {"category": 2 / 3},
         "attempts": 3,
         "succeeded": 3,
+        "answers": [{"answer": a} for a in CLASSIFY_ANSWERS],
     }
-    assert steps["on_invoice"]["lifecycle"]["state"] == "completed"
-    assert steps["on_receipt"]["lifecycle"] == {"state": "skipped", "reason": "inactive_inputs"}
+    assert steps["on_invoice"]["lifecycle"]["status"] == "completed"
+    assert steps["on_receipt"]["lifecycle"] == {"status": "skipped", "reason": "inactive_inputs"}
     assert run["token_usage"] == usage(3, CLASSIFY_MODEL)
     assert run["latency_stats"]["total_calls"] == 3
 
@@ -347,8 +350,9 @@ def test_split_consensus_leaves_an_empty_part_inactive(
         "likelihoods": {"header": 2 / 3, "body": 1.0, "notes": 2 / 3},
         "attempts": 3,
         "succeeded": 3,
+        "answers": [{"answer": a} for a in SPLIT_ANSWERS],
     }
-    assert steps["read_notes"]["lifecycle"] == {"state": "skipped", "reason": "inactive_inputs"}
+    assert steps["read_notes"]["lifecycle"] == {"status": "skipped", "reason": "inactive_inputs"}
     assert sorted(r["body"]["seed"] for r in requests_for(chat_url, SPLIT_MODEL)) == [0, 1, 2]
 
 
@@ -364,12 +368,22 @@ def test_one_failing_attempt_leaves_the_others_to_agree(
     assert run["io_pairs"][0]["output"] == {"output": {"total": 10}}
     step = by_step_id(api.steps(run["id"]))["extract_total"]
     # Shares of the 4 attempts that answered: 10 (seeds 0, 1, 3) against 12 and nothing.
+    raw = step["consensus"].pop("answers")
     assert step["consensus"] == {
         "value": {"total": 10},
         "likelihoods": {"total": 0.75},
         "attempts": 5,
         "succeeded": 4,
     }
+    # The failed attempt's place holds its error instead of an answer.
+    assert [r.get("answer") for r in raw] == [
+        {"total": 10},
+        {"total": 10},
+        None,
+        *FLAKY_ANSWERS[3:],
+    ]
+    assert raw[2]["error"]["type"] == "provider_http_error"
+    assert "HTTP 500" in raw[2]["error"]["message"]
     attempts = attempts_of(fleet, step["id"])
     assert [(a.index, a.state) for a in attempts] == [
         (0, "completed"),
@@ -399,7 +413,7 @@ def test_all_attempts_failing_fails_the_run(api: Api) -> None:
     assert run["error"]["type"] == "consensus_failed"
     assert run["error"]["block_id"] == "extract_total"
     step = by_step_id(api.steps(run["id"]))["extract_total"]
-    assert step["lifecycle"]["state"] == "error"
+    assert step["lifecycle"]["status"] == "error"
     assert step["lifecycle"]["error"]["type"] == "consensus_failed"
     assert step["consensus"] is None
     assert run["token_usage"]["total"] == 0

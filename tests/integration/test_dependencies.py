@@ -78,7 +78,7 @@ def test_broker_down_post_answers_202_pending_and_completes_later(
         assert elapsed < 5, elapsed
         run_id = r.json()["id"]
         steps = api.steps(run_id)
-        assert [s["lifecycle"]["state"] for s in steps] == ["pending"]
+        assert [s["lifecycle"]["status"] for s in steps] == ["pending"]
         ready = api.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["broker"].startswith("unavailable")

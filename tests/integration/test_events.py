@@ -188,7 +188,7 @@ def check_order(messages: list[Message]) -> None:
     for m in messages:
         if m.kind == "steps":
             for st in m.data["steps"]:
-                rank = STATE_ORDER.get(st["state"], 3)
+                rank = STATE_ORDER.get(st["status"], 3)
                 assert rank >= states.get(st["id"], -1), (st, states)
                 states[st["id"]] = rank
                 types[st["id"]] = st["block_type"]

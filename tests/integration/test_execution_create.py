@@ -201,7 +201,7 @@ def test_a_post_is_four_statements_and_answers_what_is_stored(env: Env) -> None:
     assert sql[2].startswith("INSERT INTO block_executions")
     assert sql[3].startswith("UPDATE block_executions")
     body = r.json
-    assert body["lifecycle"]["state"] == "queued"
+    assert body["lifecycle"]["status"] == "queued"
     assert env.broker.work == [Work(kind=WorkKind.EXECUTION, id=body["id"])]
     stored = env.client().get(f"{EXECUTIONS}/{body['id']}", headers=env.auth())
     assert stored.json == body
@@ -214,17 +214,17 @@ def test_broker_down_answers_pending_and_the_outbox_publishes_later(env: Env) ->
     env.broker.down = True
     r = post(env)
     assert r.status_code == 202, r.get_data(True)
-    assert r.json["lifecycle"] == {"state": "pending"}
+    assert r.json["lifecycle"] == {"status": "pending"}
     stored = env.client().get(f"{EXECUTIONS}/{r.json['id']}", headers=env.auth())
     assert stored.json == r.json  # committed as answered
     env.broker.down = False
     assert sweep(env.db, env.broker, older_than_s=0) >= 1
     assert Work(kind=WorkKind.EXECUTION, id=r.json["id"]) in env.broker.work
     later = env.client().get(f"{EXECUTIONS}/{r.json['id']}", headers=env.auth()).json
-    assert later["lifecycle"]["state"] == "queued"
+    assert later["lifecycle"]["status"] == "queued"
     env.drain()
     done = env.client().get(f"{EXECUTIONS}/{r.json['id']}", headers=env.auth()).json
-    assert done["lifecycle"]["state"] == "completed"
+    assert done["lifecycle"]["status"] == "completed"
 
 
 def test_the_row_is_committed_before_its_message_is_published(env: Env) -> None:
@@ -251,10 +251,10 @@ def test_a_worker_faster_than_the_mark_leaves_the_answer_queued(env: Env) -> Non
     r = post(env)
     assert r.status_code == 202, r.get_data(True)
     body = r.json
-    assert body["lifecycle"]["state"] == "queued"
-    assert body["outputs"] is None and body["completed_at"] is None
+    assert body["lifecycle"]["status"] == "queued"
+    assert body["handle_outputs"] is None and body["completed_at"] is None
     stored = env.client().get(f"{EXECUTIONS}/{body['id']}", headers=env.auth()).json
-    assert stored["lifecycle"]["state"] == "completed"
+    assert stored["lifecycle"]["status"] == "completed"
 
 
 def test_refused_posts_write_nothing(env: Env) -> None:

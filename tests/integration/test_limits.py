@@ -122,13 +122,13 @@ def test_a_for_each_over_the_item_limit_fails_the_run_with_too_many_items(api: A
     assert over["termination_reason"] == "execution_error"
     steps = by_step_id(api.steps(over["id"]))
     error = steps["pages"]["lifecycle"]
-    assert error["state"] == "error", error
+    assert error["status"] == "error", error
     assert error["error"]["type"] == "too_many_items"
     assert str(MAX_FOR_EACH) in error["error"]["message"]
     assert str(MAX_FOR_EACH + 1) in error["error"]["message"]
     # No iteration was started.
     assert not [s for s in steps if s.startswith("pages[")]
-    assert "end" not in steps or steps["end"]["lifecycle"]["state"] != "completed"
+    assert "end" not in steps or steps["end"]["lifecycle"]["status"] != "completed"
 
 
 # -- body size and JSON depth ----------------------------------------------------------------
@@ -228,7 +228,7 @@ def test_a_block_execution_above_seven_attempts_is_422(api: Api) -> None:
     r = api.post(EXECUTIONS, {"run_id": run["id"], "block_id": "x", "n_consensus": 7})
     assert r.status_code == 202, r.text
     done = api.wait_execution(r.json()["id"])
-    assert done["lifecycle"]["state"] == "completed", done
+    assert done["lifecycle"]["status"] == "completed", done
     assert done["n_consensus"] == 7
 
 
@@ -246,7 +246,7 @@ def test_a_page_larger_than_200_is_422_on_every_list(api: Api) -> None:
     ):
         page = api.get(path, params={"limit": 200})
         assert page.status_code == 200, (path, page.text)
-        assert set(page.json()) == {"data", "has_more", "next_after"}
+        assert set(page.json()) == {"data", "has_more", "next_after", "list_metadata"}
         for limit in (201, 10_000, 0, -1):
             problem(api.get(path, params={"limit": limit}), 422, ["query", "limit"])
 

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from engine.db import migrate
 from engine.db.models import Base
 from engine.db.session import make_engine
+from tests.support.old_rows import check_migration_0006
 from tests.support.services import require_postgres, temp_database
 
 pytestmark = pytest.mark.integration
@@ -40,3 +41,7 @@ def test_upgrade_matches_models(pg_url: str) -> None:
     finally:
         engine.dispose()
     assert migrate.current(pg_url) == migrate.head()
+
+
+def test_0006_rewrites_stored_events_and_iterations_and_back(pg_url: str) -> None:
+    check_migration_0006(pg_url)

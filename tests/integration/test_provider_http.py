@@ -18,6 +18,7 @@ from engine.providers import (
     ProviderError,
     build_provider,
 )
+from engine.strict_schema import strict_form
 from tests.support.chat_server import (
     ChatReply,
     ChatServer,
@@ -118,6 +119,53 @@ def test_request_body_shape_and_auth_header() -> None:
     assert (second["temperature"], second["seed"]) == (0.7, 3)
     assert third["model"] == "test-model"
     assert authorizations == [f"Bearer {API_KEY}", f"Bearer {API_KEY}", None]
+
+
+OPTIONAL_FIELDS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "total": {"type": "number"},
+        "vendor": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "vat": {"type": "string"}},
+            "required": ["name"],
+        },
+        "lines": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"sku": {"type": "string"}}},
+        },
+    },
+    "required": ["total"],
+}
+
+
+def test_strict_mode_gets_a_strict_form_and_the_answer_is_mapped_back() -> None:
+    # What a strict server answers: every property present, the absent ones null.
+    strict_answer = {
+        "total": 12,
+        "vendor": {"name": "ACME", "vat": None},
+        "lines": [{"sku": None}, {"sku": "A"}],
+    }
+    free_form = {"type": "object", "properties": {"meta": {"type": "object"}}}
+    with ChatServer(in_order(ChatReply(content=strict_answer), ChatReply(content={}))) as server:
+        with provider_for(server.base_url) as provider:
+            response = provider.complete(make_request(json_schema=OPTIONAL_FIELDS))
+            provider.complete(make_request(json_schema=free_form))
+        strict_request, free_request = server.requests
+
+    sent = strict_request["response_format"]["json_schema"]
+    assert sent["strict"] is True
+    assert sent["schema"] == strict_form(OPTIONAL_FIELDS)
+    assert sent["schema"]["required"] == ["total", "vendor", "lines"]
+    assert sent["schema"]["additionalProperties"] is False
+    assert sent["schema"]["properties"]["vendor"]["required"] == ["name", "vat"]
+    assert response.data == {"total": 12, "vendor": {"name": "ACME"}, "lines": [{}, {"sku": "A"}]}
+    # A free-form object has no strict form: it is sent as it is, without strict mode.
+    assert free_request["response_format"]["json_schema"] == {
+        "name": "answer",
+        "schema": free_form,
+        "strict": False,
+    }
 
 
 def test_server_error_then_success_is_retried() -> None:

@@ -91,8 +91,8 @@ def test_router_skips_the_inactive_branch(api: Api) -> None:
     assert run["status"] == "completed"
     assert run["io_pairs"][0]["output"] == {"small": 4}
     steps = by_step_id(api.steps(run["id"]))
-    assert steps["big_path"]["lifecycle"] == {"state": "skipped", "reason": "inactive_inputs"}
-    assert steps["after_big"]["lifecycle"]["state"] == "skipped"
+    assert steps["big_path"]["lifecycle"] == {"status": "skipped", "reason": "inactive_inputs"}
+    assert steps["after_big"]["lifecycle"]["status"] == "skipped"
     assert steps["route"]["active_output_handles"] == ["small"]
 
 
@@ -139,7 +139,8 @@ def test_failing_block_fails_the_run(api: Api) -> None:
     assert run["termination_reason"] == "execution_error"
     steps = by_step_id(api.steps(run["id"]))
     assert steps["boom"]["lifecycle"] == {
-        "state": "error",
+        "status": "error",
+        "message": "no good",
         "error": {"type": "ValueError", "message": "no good"},
     }
     assert "after" not in steps
@@ -174,7 +175,7 @@ def test_sigkilled_worker_mid_step_still_completes_once(
     assert run["io_pairs"][0]["output"] == {"out": 7}
     steps = [s for s in api.steps(run_id) if s["block_id"] == "slow"]
     assert len(steps) == 1
-    assert steps[0]["lifecycle"]["state"] == "completed"
+    assert steps[0]["lifecycle"]["status"] == "completed"
     effects = (
         Path(fleet.env["QUORUM_TEST_EFFECTS_DIR"]) / f"after-{tmp_path.name}.log"
     ).read_text()
@@ -195,7 +196,7 @@ def test_block_retries_with_backoff(
     wf = api.create_workflow(graph)
     run = api.wait_run(api.start_run(wf["id"], {"x": 3})["id"])
     step = by_step_id(api.steps(run["id"]))["flaky"]
-    assert step["lifecycle"]["state"] == state
+    assert step["lifecycle"]["status"] == state
     calls = (Path(fleet.env["QUORUM_TEST_EFFECTS_DIR"]) / f"flaky-{tag}.log").read_text()
     assert len(calls.splitlines()) == retries + 1 if state == "error" else fail_times + 1
     if state == "completed":

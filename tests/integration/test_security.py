@@ -285,7 +285,7 @@ def _settled(api: Api, run_id: str) -> Callable[[], bool]:
         steps = api.steps(run_id)
         same = steps == last[0]
         last[0] = steps
-        return same and all(s["lifecycle"]["state"] != "running" for s in steps)
+        return same and all(s["lifecycle"]["status"] != "running" for s in steps)
 
     return check
 

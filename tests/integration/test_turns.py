@@ -132,6 +132,62 @@ def test_checkpoint_from_turn_one_with_new_input(api: Api, fleet: Fleet) -> None
     assert [x["id"] for x in lineage["data"]] == [child["id"]]
 
 
+def test_202_answers_show_the_run_as_stored(api: Api) -> None:
+    wf = api.create_workflow(CHAT)
+    started = api.start_run(wf["id"], {"doc": "name: Ada"})
+    assert started["status"] == "not_started"
+    assert [(p["turn_index"], p["input"], p["output"]) for p in started["io_pairs"]] == [
+        (0, {"doc": "name: Ada"}, None)
+    ]
+    waiting = api.wait_run(started["id"], until=lambda r: r["status"] == "waiting_for_user_input")
+    r = api.post(f"/v1/workflows/runs/{waiting['id']}/input", {"input": {"ok": True}})
+    parent = api.wait_run(waiting["id"])
+    assert parent["status"] == "completed", parent
+
+    # A checkpoint run is not_started whatever the turn it resumes at, with its turns as
+    # stored: the ones taken over and the resumed one with its input.
+    url = f"/v1/workflows/runs/{parent['id']}/checkpoint"
+    forks = [api.post(url, {"resume_turn_index": k, "input": i}) for k, i in SAME_STATUS_FORKS]
+    for (k, new_input), fork in zip(SAME_STATUS_FORKS, forks, strict=True):
+        assert fork.status_code == 202, fork.text
+        child = fork.json()
+        assert child["status"] == "not_started", (k, child["status"])
+        assert child["completed_at"] is None and child["termination_reason"] is None
+        assert [p["turn_index"] for p in child["io_pairs"]] == list(range(k + 1))
+        assert child["io_pairs"][:k] == parent["io_pairs"][:k]
+        assert (child["io_pairs"][k]["input"], child["io_pairs"][k]["output"]) == (new_input, None)
+        # Then it runs: turn 0 again up to the question, or turn 1 to the end.
+        end = ENDS_AT[k]
+        ended = api.wait_run(child["id"], until=lambda run, end=end: run["status"] == end)
+        assert ended["io_pairs"][k]["input"] == new_input
+    assert r.status_code == 202
+
+
+SAME_STATUS_FORKS = [(0, {"doc": "name: Bob"}), (1, {"ok": False})]
+ENDS_AT = {0: "waiting_for_user_input", 1: "completed"}
+
+
+def test_a_checkpoint_whose_answer_reaches_no_block_completes_at_once(api: Api) -> None:
+    graph = {
+        "blocks": [
+            {"id": "start", "type": "start", "config": {"inputs": {"doc": {"type": "json"}}}},
+            {"id": "ask", "type": "human_input", "config": {}},
+        ],
+        "edges": [edge("start", "doc", "ask", "prompt")],
+    }
+    run = api.start_run(api.create_workflow(graph)["id"], {"doc": 1})
+    api.wait_run(run["id"], until=lambda r: r["status"] == "waiting_for_user_input")
+    api.post(f"/v1/workflows/runs/{run['id']}/input", {"input": "yes"})
+    assert api.wait_run(run["id"])["status"] == "completed"
+    r = api.post(f"/v1/workflows/runs/{run['id']}/checkpoint", {"resume_turn_index": 1})
+    assert r.status_code == 202, r.text
+    # Nothing to run: the run as stored is already complete, and stays so.
+    child = r.json()
+    assert child["status"] == "completed" and child["completed_at"] is not None
+    assert child["io_pairs"][1]["input"] == "yes"
+    assert api.get(f"/v1/workflows/runs/{child['id']}").json()["status"] == "completed"
+
+
 def test_checkpoint_with_a_bad_index_is_422(api: Api) -> None:
     _, waiting = _two_turns(api)
     for index in (2, 7):
@@ -293,7 +349,7 @@ def test_reaper_fails_a_run_whose_worker_died_but_not_a_waiting_one(
     assert run["status"] == "failed"
     assert run["termination_reason"] == "stale_run_reaper"
     slow = by_step_id(api.steps(run_id))["slow"]
-    assert slow["lifecycle"]["state"] == "cancelled"
+    assert slow["lifecycle"]["status"] == "cancelled"
     assert (
         api.get(f"/v1/workflows/runs/{waiting['id']}").json()["status"] == "waiting_for_user_input"
     )

@@ -178,8 +178,8 @@ def test_run_inspector_shows_the_run_live_and_reruns_and_forks(
     expect(card.locator(".execution-outputs")).to_contain_text("INV-8")
     execution_id = card.get_attribute("data-execution-id")
     ex = api.get(f"/v1/workflows/blocks/executions/{execution_id}").json()
-    assert ex["step_id"] == "each_invoice[1]/tag_invoice"
-    assert ex["outputs"]["output"]["data"]["invoice_number"] == "INV-8"
+    assert ex["source_step_id"] == "each_invoice[1]/tag_invoice"
+    assert ex["handle_outputs"]["output"]["data"]["invoice_number"] == "INV-8"
     page.locator(".layout").screenshot(path=str(screenshots / "run-inspector-rerun.png"))
 
     # Fork from turn 0: a new run, linked from the page and listed in the lineage.

@@ -267,7 +267,7 @@ class Api:
         deadline = time.monotonic() + timeout
         while True:
             ex = self.get(f"/v1/workflows/blocks/executions/{execution_id}").json()
-            if ex["lifecycle"]["state"] in TERMINAL_STEP:
+            if ex["lifecycle"]["status"] in TERMINAL_STEP:
                 return dict(ex)
             if time.monotonic() > deadline:
                 raise AssertionError(

@@ -20,6 +20,7 @@ SPEC = ",".join(
         "flaky",
         "blob",
         "carry",
+        "as_set",
     )
 )
 
@@ -88,3 +89,8 @@ def carry(inputs: dict[str, Any], params: dict[str, Any]) -> Any:
     value = inputs.get("value")
     n = value.get("n", 0) if isinstance(value, dict) else int(value or 0)
     return {"n": n + 1, "pad": "y" * int(params.get("pad", 100_000))}
+
+
+def as_set(inputs: dict[str, Any]) -> Any:
+    """A value that is not JSON, as user code may return one."""
+    return {"seen": {inputs.get("value"), "other"}}

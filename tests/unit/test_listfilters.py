@@ -11,6 +11,7 @@ import pytest
 
 from engine.db.models import Base, Organization, Run, Workflow
 from engine.db.session import Database
+from engine.pages import PageRequest
 from engine.runs import list_runs
 from engine.settings import Settings
 
@@ -52,7 +53,7 @@ def seeded(tmp_path: Path) -> Iterator[tuple[Database, str, dict[str, str]]]:
 
 def _listed(db: Database, org_id: str, **filters: object) -> list[str]:
     with db.transaction() as s:
-        page = list_runs(s, org_id, limit=50, after=None, **filters)  # type: ignore[arg-type]
+        page = list_runs(s, org_id, PageRequest(), **filters)  # type: ignore[arg-type]
         return [r.id for r in page.items]
 
 

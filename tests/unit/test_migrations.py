@@ -12,6 +12,7 @@ from sqlalchemy import inspect
 from engine.db import migrate
 from engine.db.models import Base
 from engine.db.session import make_engine
+from tests.support.old_rows import check_migration_0006
 
 
 def schema_diff(url: str) -> list[object]:
@@ -70,3 +71,7 @@ def test_foreign_keys_are_enforced_after_upgrade(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_0006_rewrites_stored_events_and_iterations_and_back(tmp_path: Path) -> None:
+    check_migration_0006(f"sqlite:///{tmp_path / 'quorum.sqlite3'}")

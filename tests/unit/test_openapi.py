@@ -19,6 +19,10 @@ from flask import Flask
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
+from retab.types.workflows.blocks.executions import (
+    BlockExecFileHandleInput,
+    StoredBlockExecution,
+)
 
 from api import create_app, views
 from api.routing import PROBLEM_JSON
@@ -31,6 +35,7 @@ from engine.db.models import (
     Workflow,
     WorkflowVersion,
 )
+from engine.pages import Page
 from engine.ports import Work
 from engine.runs import summarize_usage
 from engine.settings import Settings
@@ -159,10 +164,10 @@ def test_every_operation_documents_its_answers(doc: dict[str, Any]) -> None:
             assert "Idempotent-Replayed" in ok["headers"], label
 
 
-def test_lifecycle_is_a_union_tagged_by_state(doc: dict[str, Any]) -> None:
+def test_lifecycle_is_a_union_tagged_by_status(doc: dict[str, Any]) -> None:
     lifecycle = doc["components"]["schemas"]["Lifecycle"]
     mapping = lifecycle["discriminator"]["mapping"]
-    assert lifecycle["discriminator"]["propertyName"] == "state"
+    assert lifecycle["discriminator"]["propertyName"] == "status"
     states = {"pending", "queued", "running", "completed", "error", "cancelled", "skipped"}
     assert set(mapping) == states
     assert sorted(v["$ref"] for v in lifecycle["oneOf"]) == sorted(mapping.values())
@@ -250,8 +255,8 @@ def test_workflow_views_match_their_schemas(validate: Any) -> None:
     validate("Workflow", views.workflow(wf, []))
     validate("WorkflowSummary", views.workflow_summary(wf))
     validate("Version", views.version(versions[1]))
-    page = {"data": [views.workflow_summary(wf)], "has_more": True, "next_after": ID}
-    validate("WorkflowPage", page)
+    page = Page(items=[wf], has_more=True, before=ID2, after=ID)
+    validate("WorkflowPage", views.page(page, views.workflow_summary))
     with pytest.raises(ValidationError):
         validate("Workflow", {**views.workflow(wf, []), "undocumented": 1})
 
@@ -334,7 +339,7 @@ def test_run_views_match_their_schemas(validate: Any, row: dict[str, Any]) -> No
         )
         validate("Run", out)
     validate("RunSummary", views.run_summary(run))
-    validate("RunPage", {"data": [views.run_summary(run)], "has_more": False, "next_after": None})
+    validate("RunPage", views.page(Page(items=[run], has_more=False), views.run_summary))
     validate("Comment", views.comment(comments[0]))
 
 
@@ -361,7 +366,7 @@ def test_step_views_match_their_schemas(validate: Any, lifecycle: dict[str, Any]
     validate("Step", views.step(step))
     step.scope, step.outputs, step.active_output_handles = "", {"output": 1}, ["output"]
     step.duration_ms, step.n_consensus, step.consensus = 12, 3, {"fields": {"a": 1.0}}
-    validate("StepPage", {"data": [views.step(step)], "has_more": False, "next_after": None})
+    validate("StepPage", views.page(Page(items=[step], has_more=False, before=ID), views.step))
 
 
 @pytest.mark.parametrize("lifecycle", _lifecycle_rows(BlockExecution), ids=lambda r: r["state"])
@@ -387,13 +392,37 @@ def test_execution_views_match_their_schemas(validate: Any, lifecycle: dict[str,
         created_at=T0,
         **{"started_at": None, "completed_at": None, **lifecycle},
     )
-    validate("BlockExecution", views.execution(ex))
-    validate("BlockExecution", views.execution_as_queued(ex))
-    ex.workflow_version, ex.step_id, ex.available_iterations = 3, "pages[0]/f", ["pages[0]/f"]
-    ex.outputs, ex.artifact, ex.active_output_handles = {"output": {}}, {"kind": "x"}, ["output"]
+    for answer in (views.execution(ex), views.execution_as_queued(ex)):
+        validate("BlockExecution", answer)
+        StoredBlockExecution.model_validate(answer)
+    ex.workflow_version, ex.step_id = 3, "pages[0]/f"
+    ex.available_iterations = [
+        {"step_id": "pages[0]/f", "iteration": "pages[0]"},
+        {"step_id": "pages[1]/f", "iteration": "pages[1]"},
+    ]
+    ex.inputs = {
+        "document": {"type": "file", "name": "a.pdf", "text": "..."},
+        "hint": {"type": "json", "data": [1]},
+    }
+    ex.outputs, ex.active_output_handles = {"output": {"type": "json", "data": {}}}, ["output"]
     ex.duration_ms, ex.n_consensus, ex.consensus = 0, 5, {"likelihoods": {}}
-    page = {"data": [views.execution(ex)], "has_more": True, "next_after": ID}
-    validate("BlockExecutionPage", page)
+    answer = views.execution(ex)
+    validate(
+        "BlockExecutionPage", views.page(Page(items=[ex], has_more=True, after=ID), views.execution)
+    )
+    sdk = StoredBlockExecution.model_validate(answer)
+    assert sdk.source_run_id == ID2 and sdk.workflow_version_id == "3"
+    assert sdk.handle_inputs is not None
+    document = sdk.handle_inputs["document"]
+    assert isinstance(document, BlockExecFileHandleInput)
+    assert document.document.filename == "a.pdf"
+    assert document.document.mime_type == "application/pdf"
+    assert answer["available_iterations"][1] == {"step_id": "pages[1]/f", "iteration": "pages[1]"}
+    if lifecycle["state"] == "completed":
+        assert sdk.artifact is not None and sdk.artifact.id == ID
+        assert sdk.artifact.operation.value == "extraction"
+    else:
+        assert sdk.artifact is None
 
 
 def test_problems_and_operations_answers_match_their_schemas(
@@ -437,7 +466,12 @@ def test_the_checks_bite(validate: Any) -> None:
     ):
         with pytest.raises(ValidationError):
             validate("Comment", bad)
-    with pytest.raises(ValidationError):
-        validate("Lifecycle", {"state": "queued"})
-    with pytest.raises(ValidationError):
-        validate("Lifecycle", {"state": "done"})
+    for bad_lifecycle in (
+        {"status": "queued"},
+        {"status": "done"},
+        {"state": "completed"},
+        {"status": "skipped", "reason": None},
+        {"status": "error", "error": {"type": "boom", "message": "it broke"}},
+    ):
+        with pytest.raises(ValidationError):
+            validate("Lifecycle", bad_lifecycle)

@@ -1374,7 +1374,10 @@ def test_a_chained_step_costs_one_transaction(h: Harness, tmp_path: Path) -> Non
             select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.seq)
         ).all()
     states = [
-        (st["block_id"], st["state"]) for e in events if e.kind == "steps" for st in e.data["steps"]
+        (st["block_id"], st["status"])
+        for e in events
+        if e.kind == "steps"
+        for st in e.data["steps"]
     ]
     for block_id in ("start", "f", "end"):
         assert (block_id, "running") in states
@@ -1412,8 +1415,8 @@ def test_events_of_one_transaction_are_written_at_commit_in_their_final_state(
             select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.seq)
         ).all()[-3:]
     assert [e.kind for e in events] == ["steps", "steps", "run"]
-    assert events[0].data["steps"][0]["state"] == "pending"
-    assert events[1].data["steps"][0]["state"] == "skipped"
+    assert events[0].data["steps"][0]["status"] == "pending"
+    assert events[1].data["steps"][0]["status"] == "skipped"
     assert events[1].data["steps"][0]["block_id"] == "start"
     # Two records of the run in one transaction: one event, with the final progress.
     assert events[2].data["progress"]["steps_done"] == 1

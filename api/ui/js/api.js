@@ -134,7 +134,7 @@ export function problemView(err, { context } = {}) {
     if (edges.length) items.push(h("li", {}, "Changed upstream edges: ", edges.map((e) => (typeof e === "string" ? e : JSON.stringify(e))).join(", ")));
   }
   if (Array.isArray(p.available_iterations) && p.available_iterations.length) {
-    items.push(h("li", {}, "Available steps: ", p.available_iterations.join(", ")));
+    items.push(h("li", {}, "Available steps: ", p.available_iterations.map((it) => (it && typeof it === "object" ? it.step_id : String(it))).join(", ")));
   }
   const hint = status === 401 ? "Check the API key (it may have been revoked)." : status === 429 && err.retryAfter ? `Retrying in ${err.retryAfter} s.` : null;
   return h(

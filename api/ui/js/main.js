@@ -223,7 +223,7 @@ async function rerun() {
   const stepId = state.selectedStep || defaultStep(block.id);
   if (stepId && (steps.length > 1 || stepId !== block.id)) body.step_id = stepId;
   if (r.nConsensus) body.n_consensus = Number(r.nConsensus);
-  if (!r.verifyUpstream) body.verify_upstream = false;
+  if (!r.verifyUpstream) body.check_eligibility = false;
   r.busy = true;
   r.problem = null;
   render();

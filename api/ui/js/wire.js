@@ -1,9 +1,6 @@
-// The one place the pages read wire fields whose names are moving to the contract's:
-// a lifecycle's variant (`state` today, `status` in the contract) and a block execution's
-// source and handles (`run_id`, `step_id`, `inputs`, `outputs`, `workflow_version` today;
-// `source_run_id`, `source_step_id`, `handle_inputs`, `handle_outputs`,
-// `workflow_version_id` in the contract). Each accessor reads the contract's name first and
-// falls back to today's, so the pages work on either side of that change.
+// The one place the pages read a lifecycle (its variant is `status`, with the variant's own
+// fields) and a block execution's source and handles (`source_run_id`, `source_step_id`,
+// `handle_inputs`, `handle_outputs`, `workflow_version_id`), as the contract names them.
 
 function lifecycle(obj) {
   return (obj && obj.lifecycle) || {};
@@ -12,12 +9,12 @@ function lifecycle(obj) {
 // The variant of a step's or an execution's lifecycle ("pending" when there is none yet).
 export function statusOf(obj) {
   const lc = lifecycle(obj);
-  return lc.status || lc.state || "pending";
+  return lc.status || "pending";
 }
 
 // A step as carried by a `steps` event (flat, no lifecycle object).
 export function eventStepStatus(item) {
-  return (item && (item.status || item.state)) || "pending";
+  return (item && item.status) || "pending";
 }
 
 export function lifecycleError(obj) {
@@ -33,23 +30,23 @@ export function lifecycleWorker(obj) {
 }
 
 export function execSourceRun(ex) {
-  return ex.source_run_id ?? ex.run_id ?? null;
+  return ex.source_run_id ?? null;
 }
 
 export function execSourceStep(ex) {
-  return ex.source_step_id ?? ex.step_id ?? null;
+  return ex.source_step_id ?? null;
 }
 
 export function execInputs(ex) {
-  return ex.handle_inputs ?? ex.inputs ?? null;
+  return ex.handle_inputs ?? null;
 }
 
 export function execOutputs(ex) {
-  return ex.handle_outputs ?? ex.outputs ?? null;
+  return ex.handle_outputs ?? null;
 }
 
 export function execVersion(ex) {
-  const v = ex.workflow_version_id ?? ex.workflow_version;
+  const v = ex.workflow_version_id;
   return v === undefined || v === null ? null : String(v);
 }
 
