@@ -187,7 +187,7 @@ def test_a_lost_database_connection_after_the_publish_never_makes_two_executions
     assert retry.status_code == 202, retry.text
     assert retry.headers.get("Idempotent-Replayed") == "true"
     done = client.wait_execution(retry.json()["id"])
-    assert done["lifecycle"]["state"] == "completed"
+    assert done["lifecycle"]["status"] == "completed"
     fresh = client.post("/v1/workflows/blocks/executions", body, headers={"Idempotency-Key": "n"})
     assert fresh.status_code == 202 and "Idempotent-Replayed" not in fresh.headers
     with db.transaction() as s:

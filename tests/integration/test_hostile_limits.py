@@ -63,7 +63,7 @@ def test_a_3_mb_output_fails_its_step(client: Api) -> None:
     run = client.wait_run(client.start_run(wf["id"], {"x": 1})["id"])
     assert run["status"] == "failed" and run["termination_reason"] == "execution_error"
     step = by_step_id(client.steps(run["id"]))["big"]
-    assert step["lifecycle"]["state"] == "error"
+    assert step["lifecycle"]["status"] == "error"
     assert step["lifecycle"]["error"]["type"] == "output_too_large"
 
 
@@ -87,7 +87,9 @@ def test_a_loop_that_grows_its_run_is_stopped_at_the_run_limit(client: Api, flee
     wf = client.create_workflow({**graph, "settings": {"max_block_visits": 50}})
     run = client.wait_run(client.start_run(wf["id"], {"n": 0})["id"], timeout=120)
     assert run["status"] == "failed", run
-    errors = [s["lifecycle"] for s in client.steps(run["id"]) if s["lifecycle"]["state"] == "error"]
+    errors = [
+        s["lifecycle"] for s in client.steps(run["id"]) if s["lifecycle"]["status"] == "error"
+    ]
     assert [e["error"]["type"] for e in errors] == ["run_storage_exceeded"]
     db = Database(fleet.settings)
     try:
