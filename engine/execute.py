@@ -16,7 +16,7 @@ from engine.blocks import router_handles
 from engine.consensus import FAILED, ConsensusOptions, reconcile
 from engine.expressions import ExpressionError, evaluate
 from engine.functions import FunctionNotFound, FunctionRegistry, call_function
-from engine.graph import Block
+from engine.graph.model import Block
 from engine.json_values import not_json
 from engine.providers import ModelRequest, ModelResponse, Provider, ProviderError
 

@@ -42,7 +42,8 @@ from engine.execute import (
     unwrap,
     wrap,
 )
-from engine.graph import Block, Graph, parse_graph
+from engine.graph.model import Block, Graph
+from engine.graph.parse import parse_graph
 from engine.ids import new_id
 from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
 from engine.limits import charge, check_fan_out, measured

@@ -13,7 +13,7 @@ from api.registry import registry
 from api.runtime import runtime
 from api.schemas import CreateWorkflow, PageQuery, PatchBlock, PublishVersion, ReplaceDraft
 from engine import workflows as svc
-from engine.graphdiff import diff_draft
+from engine.graph.diff import diff_draft
 
 bp = Blueprint("workflows", __name__)
 route = registry.route

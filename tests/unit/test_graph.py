@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from engine.errors import Invalid
-from engine.graph import Graph, parse_graph, upstream_drift
+from engine.graph.drift import upstream_drift
+from engine.graph.model import Graph
+from engine.graph.parse import parse_graph
 
 
 def block(bid: str, btype: str, **config: Any) -> dict[str, Any]:
