@@ -4,13 +4,9 @@ from typing import Any
 
 import pytest
 
-from engine.expressions import (
-    MAX_SOURCE_LENGTH,
-    Expression,
-    ExpressionError,
-    compile_expression,
-    evaluate,
-)
+from engine.expressions.evaluate import Expression, compile_expression, evaluate
+from engine.expressions.parse import MAX_SOURCE_LENGTH
+from engine.expressions.values import ExpressionError
 
 VARIABLES: dict[str, Any] = {
     "input": {
