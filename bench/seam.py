@@ -21,7 +21,8 @@ from engine.functions import build_registry
 from engine.ids import new_id
 from engine.orchestrator import Orchestrator
 from engine.ports import Dispatcher, Work, WorkKind
-from engine.providers import LocalProvider, Provider
+from engine.providers.base import Provider
+from engine.providers.local import LocalProvider
 from engine.runs import mark_queued, start_run
 from engine.settings import Settings
 from workers.celery_app import create_celery

@@ -19,7 +19,7 @@ from engine.expressions.values import ExpressionError
 from engine.functions import FunctionNotFound, FunctionRegistry, call_function
 from engine.graph.model import Block
 from engine.json_values import not_json
-from engine.providers import ModelRequest, ModelResponse, Provider, ProviderError
+from engine.providers.base import ModelRequest, ModelResponse, Provider, ProviderError
 
 
 class BlockFailed(Exception):

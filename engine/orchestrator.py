@@ -49,7 +49,7 @@ from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason,
 from engine.limits import charge, check_fan_out, measured
 from engine.outbox import held_by
 from engine.ports import Dispatcher, Work, WorkKind
-from engine.providers import ModelResponse
+from engine.providers.base import ModelResponse
 from engine.scheduler import AWAITING, LoopingRisk, Resolved, Scheduler
 from engine.settings import Settings
 from engine.termination import terminate_run

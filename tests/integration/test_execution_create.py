@@ -30,7 +30,7 @@ from engine.functions import build_registry
 from engine.orchestrator import Orchestrator
 from engine.outbox import sweep
 from engine.ports import Work, WorkKind
-from engine.providers import LocalProvider
+from engine.providers.local import LocalProvider
 from engine.settings import Settings
 
 pytestmark = pytest.mark.integration

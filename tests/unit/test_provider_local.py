@@ -8,14 +8,10 @@ from typing import Any
 
 import pytest
 
-from engine.providers import (
-    LocalProvider,
-    ModelRequest,
-    ProviderConfig,
-    ProviderError,
-    build_provider,
-    render_prompt,
-)
+from engine.providers.base import ModelRequest, ProviderConfig, ProviderError
+from engine.providers.factory import build_provider
+from engine.providers.local import LocalProvider
+from engine.providers.prompt import render_prompt
 
 INVOICE = """\
 ACME Corp - Invoice
