@@ -20,10 +20,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import RequestEntityTooLarge
 
+import engine.idempotency as idempotency
 from api.idempotent import REPLAYED_HEADER, keyed_answer
 from api.problems import ApiProblem, validation_errors
-from api.schemas import Problem
-from engine import idempotency
+from api.resources import Problem
 from engine.blocks import BLOCK_ID
 from engine.errors import FieldError
 from engine.ids import is_id

@@ -9,9 +9,9 @@ import flask_openapi3_swagger
 from flask import Blueprint, Response, current_app, send_from_directory
 
 from api.registry import registry
+from api.resources import Health, OpenApiDocument, Ready
 from api.routing import json_response, openapi_document
 from api.runtime import runtime
-from api.schemas import Health, OpenApiDocument, Ready
 
 bp = Blueprint("ops", __name__)
 route = registry.route
