@@ -8,9 +8,10 @@ from typing import Any
 import flask_openapi3_swagger
 from flask import Blueprint, Response, current_app, send_from_directory
 
+from api.openapi import openapi_document
 from api.registry import registry
 from api.resources import Health, OpenApiDocument, Ready
-from api.routing import json_response, openapi_document
+from api.routing import json_response
 from api.runtime import runtime
 
 bp = Blueprint("ops", __name__)

@@ -25,7 +25,7 @@ from retab.types.workflows.blocks.executions import (
 )
 
 from api import create_app, views
-from api.routing import PROBLEM_JSON
+from api.openapi import PROBLEM_JSON
 from engine.db.models import (
     BlockExecution,
     Comment,
