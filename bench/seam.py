@@ -8,7 +8,7 @@ A rename in the engine is one line here.
 
 from __future__ import annotations
 
-from api import create_app
+from api.app import create_app
 from api.asgi import AccessLogged
 from engine.auth import issue_key
 from engine.clock import utcnow

@@ -176,7 +176,7 @@ def _worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[by
 def _api_server(settings: Settings) -> Iterator[str]:
     from werkzeug.serving import make_server
 
-    from api import create_app
+    from api.app import create_app
 
     # Request lines would drown the summary; errors still show.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

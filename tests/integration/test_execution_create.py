@@ -19,7 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, select, update
 
-from api import create_app
+from api.app import create_app
 from api.runtime import ApiRuntime
 from engine.auth import issue_key, revoke_key
 from engine.clock import utcnow

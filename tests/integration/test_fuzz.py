@@ -38,7 +38,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from werkzeug.serving import make_server
 
-from api import create_app
+from api.app import create_app
 from api.routes import feed, ops, ui
 from engine.auth import issue_key
 from engine.db.session import Database
