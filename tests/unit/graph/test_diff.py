@@ -8,7 +8,7 @@ from typing import Any
 from engine.graph.diff import graph_diff
 from engine.graph.drift import upstream_drift
 from engine.graph.parse import parse_graph
-from tests.unit.test_graph import block, edge, fn, start
+from tests.support.graphs import block, edge, fn, start
 
 
 def _graph() -> dict[str, Any]:
