@@ -1,7 +1,5 @@
-"""The Flask adapter: ``create_app()`` builds the HTTP API around the domain core."""
+"""The Flask adapter: ``api.app.create_app()`` builds the HTTP API around the domain core.
 
-from __future__ import annotations
-
-from api.app import create_app
-
-__all__ = ["create_app"]
+This file re-exports nothing: importing ``api.x`` must not run ``api.app`` (which imports
+every route), so that no route importing a sibling can close a cycle through the package.
+"""

@@ -17,7 +17,7 @@ from typing import Any
 from flask import Response, g, request
 from sqlalchemy.orm import Session
 
-from engine import idempotency
+import engine.idempotency as idempotency
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 _G = "quorum_idempotency"

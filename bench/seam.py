@@ -8,7 +8,7 @@ A rename in the engine is one line here.
 
 from __future__ import annotations
 
-from api import create_app
+from api.app import create_app
 from api.asgi import AccessLogged
 from engine.auth import issue_key
 from engine.clock import utcnow
@@ -21,7 +21,8 @@ from engine.functions import build_registry
 from engine.ids import new_id
 from engine.orchestrator import Orchestrator
 from engine.ports import Dispatcher, Work, WorkKind
-from engine.providers import LocalProvider, Provider
+from engine.providers.base import Provider
+from engine.providers.local import LocalProvider
 from engine.runs import mark_queued, start_run
 from engine.settings import Settings
 from workers.celery_app import create_celery

@@ -200,7 +200,8 @@ def _check_names(values: Any, loc: tuple[str | int, ...], err: Any) -> None:
 
 
 def _check_router(config: Mapping[str, Any]) -> list[FieldError]:
-    from engine.expressions import ExpressionError, compile_expression
+    from engine.expressions.evaluate import compile_expression
+    from engine.expressions.values import ExpressionError
 
     errors: list[FieldError] = []
     routes = config.get("routes")

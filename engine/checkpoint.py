@@ -19,7 +19,7 @@ from engine.clock import utcnow
 from engine.db.models import Run, Step, Turn
 from engine.errors import FieldError, Invalid
 from engine.events import record_run
-from engine.graph import parse_graph
+from engine.graph.parse import parse_graph
 from engine.lifecycle import RUN, RunStatus, transition
 from engine.ports import Work
 from engine.runs import Started, check_inputs, get_run, start_steps

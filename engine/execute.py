@@ -14,11 +14,12 @@ from typing import Any
 from engine.answers import BAD_ANSWER, INVALID_SCHEMA, SchemaUnusable, answer_problem
 from engine.blocks import router_handles
 from engine.consensus import FAILED, ConsensusOptions, reconcile
-from engine.expressions import ExpressionError, evaluate
+from engine.expressions.evaluate import evaluate
+from engine.expressions.values import ExpressionError
 from engine.functions import FunctionNotFound, FunctionRegistry, call_function
-from engine.graph import Block
+from engine.graph.model import Block
 from engine.json_values import not_json
-from engine.providers import ModelRequest, ModelResponse, Provider, ProviderError
+from engine.providers.base import ModelRequest, ModelResponse, Provider, ProviderError
 
 
 class BlockFailed(Exception):

@@ -42,13 +42,14 @@ from engine.execute import (
     unwrap,
     wrap,
 )
-from engine.graph import Block, Graph, parse_graph
+from engine.graph.model import Block, Graph
+from engine.graph.parse import parse_graph
 from engine.ids import new_id
 from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
 from engine.limits import charge, check_fan_out, measured
 from engine.outbox import held_by
 from engine.ports import Dispatcher, Work, WorkKind
-from engine.providers import ModelResponse
+from engine.providers.base import ModelResponse
 from engine.scheduler import AWAITING, LoopingRisk, Resolved, Scheduler
 from engine.settings import Settings
 from engine.termination import terminate_run

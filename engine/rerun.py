@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 
 from engine.db.models import Run, Step, Workflow
 from engine.errors import FieldError, Invalid, NotFound
-from engine.graph import Graph, parse_graph, upstream_drift
+from engine.graph.drift import upstream_drift
+from engine.graph.model import Graph
+from engine.graph.parse import parse_graph
 from engine.lifecycle import StepState
 from engine.memo import Memo
 

@@ -15,7 +15,8 @@ from engine.db.models import Comment, Json, Run, Step, Turn
 from engine.errors import Conflict, FieldError, Invalid, NotFound
 from engine.events import record_run, record_step_rows
 from engine.execute import wrap
-from engine.graph import Graph, parse_graph
+from engine.graph.model import Graph
+from engine.graph.parse import parse_graph
 from engine.ids import new_id
 from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
 from engine.listfilters import created_between, id_starts_with

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from engine.db.models import Run, Step, Turn
 from engine.events import record_step_rows, record_steps
 from engine.execute import unwrap, wrap
-from engine.graph import Block, Edge, Graph
+from engine.graph.model import Block, Edge, Graph
 from engine.ids import new_id
 from engine.lifecycle import OPEN_STEP_STATES, RUN, STEP, RunStatus, StepState, transition
 from engine.ports import Work, WorkKind

@@ -21,7 +21,7 @@ from engine.db.session import lock_row
 from engine.errors import Conflict, FieldError, Invalid, NotFound
 from engine.events import record_run
 from engine.execute import wrap
-from engine.graph import parse_graph
+from engine.graph.parse import parse_graph
 from engine.lifecycle import RUN, RunStatus, StepState, TerminationReason, transition
 from engine.ports import Work
 from engine.scheduler import ANSWERED, AWAITING, LoopingRisk, Resolved, Scheduler

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from engine.providers import ModelResponse
+from engine.providers.base import ModelResponse
 
 
 def add_usage(entries: Sequence[dict[str, Any]], calls: Iterable[ModelResponse]) -> list[Any]:

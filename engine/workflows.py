@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 from engine.db.models import Workflow, WorkflowVersion
 from engine.db.session import lock_row
 from engine.errors import Conflict, FieldError, Invalid, NotFound
-from engine.graph import Graph, parse_graph
+from engine.graph.model import Graph
+from engine.graph.parse import parse_graph
 from engine.limits import route_errors
 from engine.pages import Page, PageRequest, paginate
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import click
 
+import quorum.listing as listing
+import quorum.remote as remote
 from engine.settings import Settings, SettingsError
-from quorum import listing, remote
 
 
 def _settings() -> Settings:

@@ -13,7 +13,6 @@ Run it as ``quorum demo``, ``python -m quorum.demo`` or ``make demo``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -21,16 +20,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
 
 from engine.settings import Settings
+from quorum.demo_report import print_summary
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "aborted_looping_risk"})
 # The embedded default: anything pointing elsewhere is dropped for the demo's processes.
@@ -176,7 +175,7 @@ def _worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[by
 def _api_server(settings: Settings) -> Iterator[str]:
     from werkzeug.serving import make_server
 
-    from api import create_app
+    from api.app import create_app
 
     # Request lines would drown the summary; errors still show.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -290,104 +289,6 @@ def run_demo(*, timeout_s: float = 60.0, out: TextIO | None = None) -> dict[str,
     elapsed = time.monotonic() - started
     print_summary(run, steps, elapsed_s=elapsed, say=say)
     return run
-
-
-def _fmt_value(value: Any, width: int = 60) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _seconds_between(start: Any, end: Any) -> str:
-    try:
-        first = datetime.fromisoformat(str(start).replace("Z", "+00:00"))
-        last = datetime.fromisoformat(str(end).replace("Z", "+00:00"))
-    except ValueError:
-        return "an unknown time"
-    return f"{(last - first).total_seconds():.1f} s"
-
-
-def _fmt_ms(value: Any) -> str:
-    return "-" if value is None else f"{value} ms"
-
-
-def _likelihood_lines(likelihoods: Any, value: Any, prefix: str = "") -> Iterator[str]:
-    if isinstance(likelihoods, Mapping):
-        values = value if isinstance(value, Mapping) else {}
-        for name, sub in likelihoods.items():
-            yield from _likelihood_lines(sub, values.get(name), f"{prefix}{name}.")
-    elif isinstance(likelihoods, list):
-        items = value if isinstance(value, list) else []
-        for i, sub in enumerate(likelihoods):
-            yield from _likelihood_lines(sub, items[i] if i < len(items) else None, f"{prefix}{i}.")
-    else:
-        name = prefix.rstrip(".") or "(value)"
-        yield f"{name:<18} {_fmt_value(value, 28):<30} likelihood {float(likelihoods):.2f}"
-
-
-def print_summary(
-    run: Mapping[str, Any],
-    steps: Sequence[Mapping[str, Any]],
-    *,
-    elapsed_s: float,
-    say: Callable[[str], None],
-) -> None:
-    say("")
-    reason = run.get("termination_reason") or "none"
-    say(f"Run {run['id']}: status {run['status']} (termination_reason: {reason})")
-    took = _seconds_between(run.get("created_at"), run.get("completed_at"))
-    say(f"  took {took} ({elapsed_s:.1f} s with the worker's start-up)")
-    say(f"  progress {run['progress']}")
-    if run.get("error"):
-        say(f"  error: {_fmt_value(run['error'], 200)}")
-    say("")
-    say("IO pairs:")
-    for pair in run.get("io_pairs") or []:
-        say(f"  turn {pair['turn_index']}")
-        say(f"    input   {_fmt_value(pair['input'], 100)}")
-        output = json.dumps(pair["output"], indent=2, ensure_ascii=False)
-        say("    output  " + output.replace("\n", "\n" + " " * 12))
-    say("")
-    say(f"Steps ({len(steps)}):")
-    width = max([len(s["step_id"]) for s in steps] + [7])
-    say(f"  {'step_id':<{width}}  {'type':<10} {'status':<10} {'duration':>9}  note")
-    for s in steps:
-        life = s["lifecycle"]
-        note = ""
-        if life["status"] == "skipped":
-            note = f"({life.get('reason')})"
-        elif life["status"] == "error":
-            note = _fmt_value(life.get("message"), 80)
-        elif s.get("active_output_handles") and s["block_type"] in ("router", "classifier"):
-            note = "-> " + ", ".join(s["active_output_handles"])
-        elif s.get("n_consensus", 1) > 1:
-            note = f"n_consensus {s['n_consensus']}"
-        say(
-            f"  {s['step_id']:<{width}}  {s['block_type']:<10} {life['status']:<10} "
-            f"{_fmt_ms(s.get('duration_ms')):>9}  {note}".rstrip()
-        )
-    say("")
-    say("Consensus likelihoods (share of the attempts that agree on each field):")
-    with_consensus = [s for s in steps if s.get("consensus")]
-    if not with_consensus:
-        say("  (no step ran with consensus)")
-    for s in with_consensus:
-        c = s["consensus"]
-        say(f"  {s['step_id']}: {c['succeeded']} of {c['attempts']} attempts answered")
-        for line in _likelihood_lines(c["likelihoods"], c["value"]):
-            say(f"    {line}")
-    say(
-        "  Note: the local provider is deterministic, so its attempts always agree and every\n"
-        "  likelihood is 1.00; with a sampling model (QUORUM_PROVIDER=openai) they can disagree."
-    )
-    usage = run.get("token_usage") or {}
-    latency = run.get("latency_stats") or {}
-    say("")
-    say(
-        f"Model calls: {latency.get('total_calls', 0)} "
-        f"(avg {latency.get('avg_latency_ms', 0)} ms), tokens {usage.get('total', 0)} "
-        f"(prompt {usage.get('prompt', 0)}, completion {usage.get('completion', 0)}), "
-        f"by provider {sorted((usage.get('by_provider') or {}).keys())}"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,13 +8,8 @@ from typing import Any
 from celery import Celery
 
 from engine.settings import Settings
-
-TASK_STEP = "quorum.step.execute"
-TASK_EXECUTION = "quorum.block_execution.execute"
-TASK_ATTEMPT = "quorum.consensus_attempt.execute"
-TASK_SWEEP = "quorum.outbox.sweep"
-TASK_REAP = "quorum.runs.reap"
-TASK_PURGE = "quorum.idempotency.purge"
+from workers.names import TASK_PURGE, TASK_REAP, TASK_SWEEP
+from workers.tasks import register
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
@@ -57,9 +52,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
         },
     )
     app.quorum_settings = settings
-    from workers import tasks
-
-    tasks.register(app)
+    register(app)
     return app
 
 

@@ -25,12 +25,12 @@ from kombu.entity import maybe_delivery_mode
 from kombu.serialization import dumps
 
 from engine.ports import Work, WorkKind
-from workers.celery_app import TASK_ATTEMPT, TASK_EXECUTION, TASK_STEP
+from workers.names import TASK_EXECUTION, TASK_SAMPLE, TASK_STEP
 
 TASK_FOR = {
     WorkKind.STEP: TASK_STEP,
     WorkKind.EXECUTION: TASK_EXECUTION,
-    WorkKind.ATTEMPT: TASK_ATTEMPT,
+    WorkKind.ATTEMPT: TASK_SAMPLE,
 }
 
 # Redis commands per pipeline round trip: a fan-out of 1,000 (a message and a task-sent

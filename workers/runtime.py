@@ -15,7 +15,8 @@ from engine.db.session import Database
 from engine.execute import Toolbox
 from engine.functions import build_registry
 from engine.orchestrator import Orchestrator
-from engine.providers import Provider, ProviderConfig, build_provider
+from engine.providers.base import Provider, ProviderConfig
+from engine.providers.factory import build_provider
 from engine.settings import Settings
 from workers.dispatch import CeleryDispatcher
 from workers.events import event_bus

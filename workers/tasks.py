@@ -8,11 +8,12 @@ from celery import Celery, Task
 
 from engine.orchestrator import DATABASE_AWAY, RetryRow
 from engine.outbox import sweep
-from workers.celery_app import (
-    TASK_ATTEMPT,
+from workers.names import (
     TASK_EXECUTION,
     TASK_PURGE,
     TASK_REAP,
+    TASK_SAMPLE,
+    TASK_SAMPLE_FORMER,
     TASK_STEP,
     TASK_SWEEP,
 )
@@ -49,9 +50,11 @@ def register(app: Celery) -> None:
     def execute_block(self: Task, execution_id: str) -> None:
         runtime_for(app).orchestrator.run_execution(execution_id, retried=_retried(self))
 
-    @app.task(name=TASK_ATTEMPT, shared=False, bind=True, **RETRY)
-    def execute_attempt(self: Task, attempt_id: str) -> None:
-        runtime_for(app).orchestrator.run_attempt(attempt_id, retried=_retried(self))
+    def execute_sample(self: Task, sample_id: str) -> None:
+        runtime_for(app).orchestrator.run_attempt(sample_id, retried=_retried(self))
+
+    for name in (TASK_SAMPLE, TASK_SAMPLE_FORMER):
+        app.task(name=name, shared=False, bind=True, **RETRY)(execute_sample)
 
     @app.task(name=TASK_SWEEP, shared=False, acks_late=False)
     def sweep_outbox() -> int:

@@ -21,11 +21,11 @@ from typing import Any, Literal
 from flask import Blueprint, Response, request, stream_with_context
 from pydantic import BaseModel, ConfigDict, Field
 
+import engine.runs as svc
 from api.auth import current
 from api.problems import ApiProblem
 from api.registry import registry
 from api.runtime import runtime
-from engine import runs as svc
 from engine.errors import FieldError
 from engine.eventstream import StoredEvent, follow
 

@@ -7,13 +7,15 @@ from typing import Any
 from flask import Blueprint
 from sqlalchemy import text
 
-from api import idempotent, views
+import api.idempotent as idempotent
+import api.views as views
+import engine.executions as svc
 from api.auth import current
-from api.browsing import ExecutionsListQuery
-from api.execution_schemas import BlockExecution, BlockExecutionPage, CreateExecution
+from api.bodies import CreateExecution
+from api.execution_resources import BlockExecution, BlockExecutionPage
+from api.queries import ExecutionsListQuery
 from api.registry import registry
 from api.runtime import runtime
-from engine import executions as svc
 
 bp = Blueprint("executions", __name__)
 route = registry.route

@@ -8,10 +8,11 @@ from typing import Any
 import flask_openapi3_swagger
 from flask import Blueprint, Response, current_app, send_from_directory
 
+from api.openapi import openapi_document
 from api.registry import registry
-from api.routing import json_response, openapi_document
+from api.resources import Health, OpenApiDocument, Ready
+from api.routing import json_response
 from api.runtime import runtime
-from api.schemas import Health, OpenApiDocument, Ready
 
 bp = Blueprint("ops", __name__)
 route = registry.route

@@ -6,13 +6,15 @@ from typing import Any
 
 from flask import Blueprint
 
-from api import idempotent, schemas, views
+import api.idempotent as idempotent
+import api.resources as resources
+import api.views as views
+import engine.runs as svc
 from api.auth import current
-from api.browsing import RunsListQuery
+from api.bodies import CheckpointBody, CommentBody, CreateRun, RunInput
+from api.queries import PageQuery, RunsListQuery
 from api.registry import registry
 from api.runtime import runtime
-from api.schemas import CheckpointBody, CommentBody, CreateRun, PageQuery, RunInput
-from engine import runs as svc
 from engine.checkpoint import fork_run
 from engine.db.models import Run, Step
 from engine.limits import check_active_runs
@@ -59,7 +61,7 @@ def _read(run_id: str) -> dict[str, Any]:
     body=CreateRun,
     status=202,
     errors=(404,),
-    response=schemas.Run,
+    response=resources.Run,
 )
 def create_run(body: CreateRun) -> Any:
     rt = runtime()
@@ -90,7 +92,7 @@ def create_run(body: CreateRun) -> Any:
     summary="List runs",
     tag="runs",
     query=RunsListQuery,
-    response=schemas.RunPage,
+    response=resources.RunPage,
 )
 def list_runs(query: RunsListQuery) -> Any:
     with runtime().db.transaction() as s:
@@ -109,7 +111,12 @@ def list_runs(query: RunsListQuery) -> Any:
 
 
 @route(
-    bp, "GET", "/v1/workflows/runs/<run_id>", summary="Read a run", tag="runs", response=schemas.Run
+    bp,
+    "GET",
+    "/v1/workflows/runs/<run_id>",
+    summary="Read a run",
+    tag="runs",
+    response=resources.Run,
 )
 def get_run(run_id: str) -> Any:
     return _read(run_id)
@@ -122,7 +129,7 @@ def get_run(run_id: str) -> Any:
     summary="List a run's steps",
     tag="runs",
     query=PageQuery,
-    response=schemas.StepPage,
+    response=resources.StepPage,
 )
 def list_steps(run_id: str, query: PageQuery) -> Any:
     with runtime().db.transaction() as s:
@@ -137,7 +144,7 @@ def list_steps(run_id: str, query: PageQuery) -> Any:
     summary="Pause a run",
     tag="runs",
     errors=(409,),
-    response=schemas.Run,
+    response=resources.Run,
 )
 def pause_run(run_id: str) -> Any:
     with runtime().db.transaction() as s:
@@ -154,7 +161,7 @@ def pause_run(run_id: str) -> Any:
     summary="Resume a paused run",
     tag="runs",
     errors=(409,),
-    response=schemas.Run,
+    response=resources.Run,
 )
 def resume_run(run_id: str) -> Any:
     rt = runtime()
@@ -174,7 +181,7 @@ def resume_run(run_id: str) -> Any:
     summary="Cancel a run",
     tag="runs",
     errors=(409,),
-    response=schemas.Run,
+    response=resources.Run,
 )
 def cancel_run(run_id: str) -> Any:
     rt = runtime()
@@ -196,7 +203,7 @@ def cancel_run(run_id: str) -> Any:
     tag="runs",
     body=CommentBody,
     status=201,
-    response=schemas.Comment,
+    response=resources.Comment,
 )
 def add_comment(run_id: str, body: CommentBody) -> Any:
     with runtime().db.transaction() as s:
@@ -220,7 +227,7 @@ def add_comment(run_id: str, body: CommentBody) -> Any:
     body=RunInput,
     status=202,
     errors=(409,),
-    response=schemas.Run,
+    response=resources.Run,
 )
 def answer_input(run_id: str, body: RunInput) -> Any:
     rt = runtime()
@@ -247,7 +254,7 @@ def answer_input(run_id: str, body: RunInput) -> Any:
     tag="runs",
     body=CheckpointBody,
     status=202,
-    response=schemas.Run,
+    response=resources.Run,
 )
 def checkpoint(run_id: str, body: CheckpointBody) -> Any:
     rt = runtime()

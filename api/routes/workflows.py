@@ -6,14 +6,17 @@ from typing import Any
 
 from flask import Blueprint
 
-from api import idempotent, schemas, views
+import api.idempotent as idempotent
+import api.resources as resources
+import api.views as views
+import engine.workflows as svc
 from api.auth import current
-from api.browsing import DraftDiffQuery, GraphDiff
+from api.bodies import CreateWorkflow, PatchBlock, PublishVersion, ReplaceDraft
+from api.queries import DraftDiffQuery, PageQuery
 from api.registry import registry
+from api.resources import GraphDiff
 from api.runtime import runtime
-from api.schemas import CreateWorkflow, PageQuery, PatchBlock, PublishVersion, ReplaceDraft
-from engine import workflows as svc
-from engine.graphdiff import diff_draft
+from engine.graph.diff import diff_draft
 
 bp = Blueprint("workflows", __name__)
 route = registry.route
@@ -31,7 +34,7 @@ def _settings(body: Any) -> dict[str, Any] | None:
     tag="workflows",
     body=CreateWorkflow,
     status=201,
-    response=schemas.Workflow,
+    response=resources.Workflow,
 )
 def create_workflow(body: CreateWorkflow) -> Any:
     rt = runtime()
@@ -60,7 +63,7 @@ def create_workflow(body: CreateWorkflow) -> Any:
     summary="List workflows",
     tag="workflows",
     query=PageQuery,
-    response=schemas.WorkflowPage,
+    response=resources.WorkflowPage,
 )
 def list_workflows(query: PageQuery) -> Any:
     with runtime().db.transaction() as s:
@@ -74,7 +77,7 @@ def list_workflows(query: PageQuery) -> Any:
     "/v1/workflows/<workflow_id>",
     summary="Read a workflow with its draft",
     tag="workflows",
-    response=schemas.Workflow,
+    response=resources.Workflow,
 )
 def get_workflow(workflow_id: str) -> Any:
     with runtime().db.transaction() as s:
@@ -89,7 +92,7 @@ def get_workflow(workflow_id: str) -> Any:
     summary="Replace the draft graph",
     tag="workflows",
     body=ReplaceDraft,
-    response=schemas.Workflow,
+    response=resources.Workflow,
 )
 def replace_draft(workflow_id: str, body: ReplaceDraft) -> Any:
     rt = runtime()
@@ -114,7 +117,7 @@ def replace_draft(workflow_id: str, body: ReplaceDraft) -> Any:
     summary="Change one block of the draft",
     tag="workflows",
     body=PatchBlock,
-    response=schemas.Workflow,
+    response=resources.Workflow,
 )
 def patch_block(workflow_id: str, block_id: str, body: PatchBlock) -> Any:
     rt = runtime()
@@ -140,7 +143,7 @@ def patch_block(workflow_id: str, block_id: str, body: PatchBlock) -> Any:
     tag="workflows",
     body=PublishVersion,
     status=201,
-    response=schemas.Version,
+    response=resources.Version,
 )
 def publish_version(workflow_id: str, body: PublishVersion) -> Any:
     with runtime().db.transaction() as s:
@@ -157,7 +160,7 @@ def publish_version(workflow_id: str, body: PublishVersion) -> Any:
     "/v1/workflows/<workflow_id>/versions/<int:number>",
     summary="Read one published version",
     tag="workflows",
-    response=schemas.Version,
+    response=resources.Version,
 )
 def get_version(workflow_id: str, number: int) -> Any:
     with runtime().db.transaction() as s:

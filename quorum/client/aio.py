@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from quorum.client import _common as c
-from quorum.client.errors import (
-    ConnectionFailed,
-    QuorumError,
-    Unauthorized,
-    WaitTimeout,
-    error_from_response,
-)
-from quorum.client.models import (
-    BlockExecution,
-    Comment,
-    Event,
-    Page,
-    Run,
-    Step,
-    Version,
-    Workflow,
-)
-from quorum.client.sse import SSEDecoder
+import quorum.client._common as c
+import quorum.client.calls as calls
+from quorum.client.core import Call, Follow, Retries, Watch
+from quorum.client.errors import QuorumError, Unauthorized, WaitTimeout
+from quorum.client.models import BlockExecution, Comment, Event, Page, Run, Step, Version, Workflow
 
 AsyncEventCallback = Callable[[Event], Awaitable[None] | None]
+T = TypeVar("T")
 
 
 class AsyncClient:
@@ -69,6 +57,22 @@ class AsyncClient:
     async def close(self) -> None:
         await self._http.aclose()
 
+    async def call(self, call: Call[T]) -> T:
+        """Send ``call`` (retrying as :class:`quorum.client.sync.Client` says) and return its
+        parsed answer."""
+        retries = Retries.of(self, call.method)
+        request = call.request()
+        while True:
+            try:
+                response = await self._http.request(**request)
+            except httpx.TransportError as exc:
+                await asyncio.sleep(retries.after_transport_error(exc))
+                continue
+            delay = retries.after_response(response)
+            if delay is None:
+                return call.parse(c.decode(response))
+            await asyncio.sleep(delay)
+
     async def request(
         self,
         method: str,
@@ -78,87 +82,38 @@ class AsyncClient:
         params: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> Any:
-        headers = {}
-        if method == "POST":
-            headers[c.IDEMPOTENCY_HEADER] = idempotency_key or c.new_idempotency_key()
-        attempt = 0
-        while True:
-            try:
-                response = await self._http.request(
-                    method,
-                    path,
-                    json=None if json is c.MISSING else json,
-                    params=params,
-                    headers=headers,
-                )
-            except httpx.TransportError as exc:
-                if attempt >= self.retries:
-                    raise ConnectionFailed(f"cannot reach {self.base_url}: {exc}") from exc
-                await asyncio.sleep(c.backoff(attempt))
-                attempt += 1
-                continue
-            if attempt < self.retries and c.should_retry(response, method, attempt):
-                delay = c.retry_delay(response, attempt, self.max_retry_wait)
-                if delay is not None:
-                    await asyncio.sleep(delay)
-                    attempt += 1
-                    continue
-            return c.decode(response)
+        """Send one request (with the retries) and return the decoded JSON answer."""
+        call: Call[Any] = Call(
+            method=method, path=path, json=json, params=params, idempotency_key=idempotency_key
+        )
+        return await self.call(call)
 
     async def stream_events(
         self, run_id: str, *, after: int | None = None, reconnect: bool = True
     ) -> AsyncGenerator[Event, None]:
         """A run's events after ``after`` until the one with a terminal run status."""
-        path = f"/v1/workflows/runs/{run_id}/events"
-        failures = 0
+        follow = Follow.of(self, run_id, after=after, reconnect=reconnect)
         while True:
-            got_any = ended = False
             try:
-                async with self._http.stream(
-                    "GET",
-                    path,
-                    headers=c.stream_headers(after),
-                    timeout=httpx.Timeout(self.timeout, read=c.STREAM_READ_TIMEOUT_S),
-                ) as response:
-                    if response.status_code >= 400 or not c.is_event_stream(response):
+                async with self._http.stream(**follow.connect(time.monotonic())) as response:
+                    if follow.is_refused(response):
                         await response.aread()
-                        delay = (
-                            c.retry_delay(response, failures, self.max_retry_wait)
-                            if c.should_retry(response, "GET", 0) and failures < self.retries
-                            else None
-                        )
-                        if delay is not None:
-                            failures += 1
-                            await asyncio.sleep(delay)
-                            continue
-                        if response.status_code >= 400:
-                            raise error_from_response(response)
-                        raise QuorumError(
-                            "the server did not answer with an event stream",
-                            status=response.status_code,
-                            title="Not an event stream",
-                        )
-                    decoder = SSEDecoder()
+                        await asyncio.sleep(follow.refused(response))
+                        continue
                     async for line in response.aiter_lines():
-                        sse = decoder.feed(line)
-                        event = c.to_event(sse) if sse is not None else None
+                        event = follow.feed(line)
                         if event is not None:
-                            failures, got_any, after = 0, True, event.seq
                             yield event
                             if event.is_terminal:
                                 return
-                    ended = True
             except httpx.TransportError as exc:
-                if not reconnect or failures >= self.retries:
-                    raise ConnectionFailed(f"event stream of run {run_id} broke: {exc}") from exc
-                await asyncio.sleep(c.backoff(failures))
-                failures += 1
+                await asyncio.sleep(follow.broken(exc, time.monotonic()))
                 continue
-            if ended:
-                if not reconnect or (await self.runs.get(run_id)).is_terminal:
-                    return
-                if not got_any:
-                    await asyncio.sleep(c.backoff(0))
+            # The server ends a stream after a terminal run's replay, or at its time limit.
+            if not reconnect or (await self.runs.get(run_id)).is_terminal:
+                return
+            if pause := follow.pause_after_end():
+                await asyncio.sleep(pause)
 
 
 class AsyncWorkflows:
@@ -175,11 +130,8 @@ class AsyncWorkflows:
         settings: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> Workflow:
-        body = c.workflow_body(name, blocks, edges, description, settings)
-        data = await self._c.request(
-            "POST", "/v1/workflows", json=body, idempotency_key=idempotency_key
-        )
-        return Workflow.parse(data)
+        call = calls.create_workflow(name, blocks, edges, description, settings, idempotency_key)
+        return await self._c.call(call)
 
     async def list(
         self,
@@ -189,11 +141,10 @@ class AsyncWorkflows:
         before: str | None = None,
         order: str | None = None,
     ) -> Page[Workflow]:
-        query = c.page_params(limit, after, before, order)
-        return c.page(Workflow, await self._c.request("GET", "/v1/workflows", params=query))
+        return await self._c.call(calls.list_workflows(limit, after, before, order))
 
     async def get(self, workflow_id: str) -> Workflow:
-        return Workflow.parse(await self._c.request("GET", f"/v1/workflows/{workflow_id}"))
+        return await self._c.call(calls.get_workflow(workflow_id))
 
     async def replace_draft(
         self,
@@ -203,9 +154,7 @@ class AsyncWorkflows:
         *,
         settings: Mapping[str, Any] | None = None,
     ) -> Workflow:
-        body = c.workflow_body(None, blocks, edges, None, settings)
-        path = f"/v1/workflows/{workflow_id}/draft"
-        return Workflow.parse(await self._c.request("PUT", path, json=body))
+        return await self._c.call(calls.replace_draft(workflow_id, blocks, edges, settings))
 
     async def patch_block(
         self,
@@ -215,17 +164,13 @@ class AsyncWorkflows:
         name: str | None = None,
         config: Mapping[str, Any] | None = None,
     ) -> Workflow:
-        body = c.params(name=name, config=dict(config) if config is not None else None)
-        path = f"/v1/workflows/{workflow_id}/draft/blocks/{block_id}"
-        return Workflow.parse(await self._c.request("PATCH", path, json=body))
+        return await self._c.call(calls.patch_block(workflow_id, block_id, name, config))
 
     async def publish(self, workflow_id: str, *, name: str | None = None) -> Version:
-        path = f"/v1/workflows/{workflow_id}/versions"
-        return Version.parse(await self._c.request("POST", path, json=c.params(name=name)))
+        return await self._c.call(calls.publish(workflow_id, name))
 
     async def get_version(self, workflow_id: str, number: int) -> Version:
-        path = f"/v1/workflows/{workflow_id}/versions/{number}"
-        return Version.parse(await self._c.request("GET", path))
+        return await self._c.call(calls.get_version(workflow_id, number))
 
 
 class AsyncRuns:
@@ -242,14 +187,11 @@ class AsyncRuns:
         initiator: str | None = None,
         idempotency_key: str | None = None,
     ) -> Run:
-        body = c.run_body(workflow_id, inputs, version, metadata, initiator)
-        data = await self._c.request(
-            "POST", "/v1/workflows/runs", json=body, idempotency_key=idempotency_key
-        )
-        return Run.parse(data)
+        call = calls.create_run(workflow_id, inputs, version, metadata, initiator, idempotency_key)
+        return await self._c.call(call)
 
     async def get(self, run_id: str) -> Run:
-        return Run.parse(await self._c.request("GET", f"/v1/workflows/runs/{run_id}"))
+        return await self._c.call(calls.get_run(run_id))
 
     async def list(
         self,
@@ -266,22 +208,25 @@ class AsyncRuns:
         order: str | None = None,
     ) -> Page[Run]:
         """Newest first; ``created_from`` (inclusive) and ``created_to`` need a time zone."""
-        query = c.params(
-            workflow_id=workflow_id,
-            status=status,
-            original_run_id=original_run_id,
-            created_from=created_from,
-            created_to=created_to,
-            id_prefix=id_prefix,
-        ) | c.page_params(limit, after, before, order)
-        return c.page(Run, await self._c.request("GET", "/v1/workflows/runs", params=query))
+        return await self._c.call(
+            calls.list_runs(
+                workflow_id=workflow_id,
+                status=status,
+                original_run_id=original_run_id,
+                created_from=created_from,
+                created_to=created_to,
+                id_prefix=id_prefix,
+                limit=limit,
+                after=after,
+                before=before,
+                order=order,
+            )
+        )
 
     async def steps(self, run_id: str, *, page_size: int = 200) -> AsyncIterator[Step]:
         after: str | None = None
         while True:
-            query = c.params(limit=page_size, after=after)
-            data = await self._c.request("GET", f"/v1/workflows/runs/{run_id}/steps", params=query)
-            page: Page[Step] = c.page(Step, data)
+            page = await self._c.call(calls.steps_page(run_id, page_size, after))
             for step in page.data:
                 yield step
             if not page.has_more or not page.next_after:
@@ -289,32 +234,24 @@ class AsyncRuns:
             after = page.next_after
 
     async def pause(self, run_id: str) -> Run:
-        return Run.parse(await self._c.request("POST", f"/v1/workflows/runs/{run_id}/pause"))
+        return await self._c.call(calls.control_run(run_id, "pause"))
 
     async def resume(self, run_id: str) -> Run:
-        return Run.parse(await self._c.request("POST", f"/v1/workflows/runs/{run_id}/resume"))
+        return await self._c.call(calls.control_run(run_id, "resume"))
 
     async def cancel(self, run_id: str) -> Run:
-        return Run.parse(await self._c.request("POST", f"/v1/workflows/runs/{run_id}/cancel"))
+        return await self._c.call(calls.control_run(run_id, "cancel"))
 
     async def input(self, run_id: str, value: Any) -> Run:
-        path = f"/v1/workflows/runs/{run_id}/input"
-        return Run.parse(await self._c.request("POST", path, json={"input": value}))
+        return await self._c.call(calls.answer_input(run_id, value))
 
     async def comment(self, run_id: str, text: str, *, author: str | None = None) -> Comment:
-        path = f"/v1/workflows/runs/{run_id}/comments"
-        return Comment.parse(
-            await self._c.request("POST", path, json=c.params(text=text, author=author))
-        )
+        return await self._c.call(calls.comment(run_id, text, author))
 
     async def checkpoint(
         self, run_id: str, resume_turn_index: int, *, input: Any = c.MISSING
     ) -> Run:
-        body: dict[str, Any] = {"resume_turn_index": resume_turn_index}
-        if input is not c.MISSING:
-            body["input"] = input
-        path = f"/v1/workflows/runs/{run_id}/checkpoint"
-        return Run.parse(await self._c.request("POST", path, json=body))
+        return await self._c.call(calls.checkpoint(run_id, resume_turn_index, input))
 
     def events(
         self, run_id: str, *, after: int | None = None, reconnect: bool = True
@@ -333,52 +270,41 @@ class AsyncRuns:
     ) -> Run:
         """Follow the run until it is terminal (or reaches a status in ``until``); see
         :meth:`quorum.client.sync.Runs.wait`."""
-        statuses = frozenset(until or ()) | c.TERMINAL
+        watch = Watch.of(run_id, until, timeout, now=None)
         try:
             async with asyncio.timeout(timeout):
-                return await self._follow(run_id, statuses, on_event, poll_interval)
+                return await self._follow(watch, on_event, poll_interval)
         except TimeoutError:
-            status = (await self.get(run_id)).status
-            raise WaitTimeout(f"run {run_id} still {status} after {timeout} s") from None
+            raise watch.timed_out((await self.get(run_id)).status) from None
 
     async def _follow(
-        self,
-        run_id: str,
-        statuses: frozenset[str],
-        on_event: AsyncEventCallback | None,
-        interval: float,
+        self, watch: Watch, on_event: AsyncEventCallback | None, interval: float
     ) -> Run:
-        run = await self.get(run_id)
-        if run.status in statuses:
+        run = await self.get(watch.run_id)
+        if watch.reached(run):
             return run
         try:
-            stream = self._c.stream_events(run_id)
+            stream = self._c.stream_events(watch.run_id)
             try:
                 async for event in stream:
                     await _call(on_event, event)
-                    if event.status in statuses and (run := await self.get(run_id)).status in (
-                        statuses
-                    ):
+                    if watch.reached(event) and watch.reached(run := await self.get(watch.run_id)):
                         return run
             finally:
                 await stream.aclose()
-            run = await self.get(run_id)
-            if run.status in statuses:
+            if watch.reached(run := await self.get(watch.run_id)):
                 return run
         except Unauthorized:
             raise
         except QuorumError:
             pass  # no usable stream: poll
-        seen: tuple[Any, ...] = ()
         while True:
-            run = await self.get(run_id)
-            state = (run.status, run.progress.steps_done, run.progress.steps_total)
-            if state != seen:
-                await _call(on_event, c.polled_event(run))
-            seen = state
-            if run.status in statuses:
+            run = await self.get(watch.run_id)
+            if (change := watch.polled(run)) is not None:
+                await _call(on_event, change)
+            if watch.reached(run):
                 return run
-            await asyncio.sleep(interval)
+            await asyncio.sleep(watch.poll_wait(run, interval, time.monotonic()))
 
 
 class AsyncBlockExecutions:
@@ -395,15 +321,14 @@ class AsyncBlockExecutions:
         check_eligibility: bool | None = None,
         idempotency_key: str | None = None,
     ) -> BlockExecution:
-        body = c.execution_body(run_id, block_id, step_id, n_consensus, check_eligibility)
-        data = await self._c.request(
-            "POST", "/v1/workflows/blocks/executions", json=body, idempotency_key=idempotency_key
+        return await self._c.call(
+            calls.create_execution(
+                run_id, block_id, step_id, n_consensus, check_eligibility, idempotency_key
+            )
         )
-        return BlockExecution.parse(data)
 
     async def get(self, execution_id: str) -> BlockExecution:
-        path = f"/v1/workflows/blocks/executions/{execution_id}"
-        return BlockExecution.parse(await self._c.request("GET", path))
+        return await self._c.call(calls.get_execution(execution_id))
 
     async def list(
         self,
@@ -415,15 +340,11 @@ class AsyncBlockExecutions:
         before: str | None = None,
         order: str | None = None,
     ) -> Page[BlockExecution]:
-        query = c.params(run_id=run_id, block_id=block_id) | c.page_params(
-            limit, after, before, order
-        )
-        data = await self._c.request("GET", "/v1/workflows/blocks/executions", params=query)
-        return c.page(BlockExecution, data)
+        call = calls.list_executions(run_id, block_id, limit, after, before, order)
+        return await self._c.call(call)
 
     async def cancel(self, execution_id: str) -> BlockExecution:
-        path = f"/v1/workflows/blocks/executions/{execution_id}/cancel"
-        return BlockExecution.parse(await self._c.request("POST", path))
+        return await self._c.call(calls.cancel_execution(execution_id))
 
     async def wait(
         self, execution_id: str, timeout: float | None = None, *, poll_interval: float = 0.5

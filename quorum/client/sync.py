@@ -4,33 +4,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from quorum.client import _common as c
-from quorum.client.errors import (
-    ConnectionFailed,
-    QuorumError,
-    Unauthorized,
-    WaitTimeout,
-    error_from_response,
-)
-from quorum.client.models import (
-    BlockExecution,
-    Comment,
-    Event,
-    Page,
-    Run,
-    Step,
-    Version,
-    Workflow,
-)
-from quorum.client.sse import SSEDecoder
+import quorum.client._common as c
+import quorum.client.calls as calls
+from quorum.client.core import Call, Follow, Retries, Watch
+from quorum.client.errors import QuorumError, Unauthorized, WaitTimeout
+from quorum.client.models import BlockExecution, Comment, Event, Page, Run, Step, Version, Workflow
 
 EventCallback = Callable[[Event], None]
+T = TypeVar("T")
 
 
 class Client:
@@ -77,6 +64,21 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
+    def call(self, call: Call[T]) -> T:
+        """Send ``call`` (retrying as the class says) and return its parsed answer."""
+        retries = Retries.of(self, call.method)
+        request = call.request()
+        while True:
+            try:
+                response = self._http.request(**request)
+            except httpx.TransportError as exc:
+                time.sleep(retries.after_transport_error(exc))
+                continue
+            delay = retries.after_response(response)
+            if delay is None:
+                return call.parse(c.decode(response))
+            time.sleep(delay)
+
     def request(
         self,
         method: str,
@@ -87,32 +89,10 @@ class Client:
         idempotency_key: str | None = None,
     ) -> Any:
         """Send one request (with the retries) and return the decoded JSON answer."""
-        headers = {}
-        if method == "POST":
-            headers[c.IDEMPOTENCY_HEADER] = idempotency_key or c.new_idempotency_key()
-        attempt = 0
-        while True:
-            try:
-                response = self._http.request(
-                    method,
-                    path,
-                    json=None if json is c.MISSING else json,
-                    params=params,
-                    headers=headers,
-                )
-            except httpx.TransportError as exc:
-                if attempt >= self.retries:
-                    raise ConnectionFailed(f"cannot reach {self.base_url}: {exc}") from exc
-                time.sleep(c.backoff(attempt))
-                attempt += 1
-                continue
-            if attempt < self.retries and c.should_retry(response, method, attempt):
-                delay = c.retry_delay(response, attempt, self.max_retry_wait)
-                if delay is not None:
-                    time.sleep(delay)
-                    attempt += 1
-                    continue
-            return c.decode(response)
+        call: Call[Any] = Call(
+            method=method, path=path, json=json, params=params, idempotency_key=idempotency_key
+        )
+        return self.call(call)
 
     def stream_events(
         self,
@@ -127,71 +107,41 @@ class Client:
         With ``reconnect`` a broken or ended stream is resumed from the last ``seq`` seen.
         ``deadline`` (``time.monotonic()``) raises :class:`WaitTimeout` when it passes.
         """
-        path = f"/v1/workflows/runs/{run_id}/events"
-        failures = 0
+        follow = Follow.of(self, run_id, after=after, reconnect=reconnect, deadline=deadline)
         while True:
-            read = c.STREAM_READ_TIMEOUT_S
-            if deadline is not None:
-                read = min(read, deadline - time.monotonic())
-                if read <= 0:
-                    raise WaitTimeout(f"run {run_id}: no terminal event before the deadline")
-            got_any = ended = False
             try:
-                with self._http.stream(
-                    "GET",
-                    path,
-                    headers=c.stream_headers(after),
-                    timeout=httpx.Timeout(self.timeout, read=read),
-                ) as response:
-                    if response.status_code >= 400 or not c.is_event_stream(response):
+                with self._http.stream(**follow.connect(time.monotonic())) as response:
+                    if follow.is_refused(response):
                         response.read()
-                        delay = (
-                            c.retry_delay(response, failures, self.max_retry_wait)
-                            if c.should_retry(response, "GET", 0) and failures < self.retries
-                            else None
-                        )
-                        if delay is not None:
-                            failures += 1
-                            time.sleep(delay)
-                            continue
-                        if response.status_code >= 400:
-                            raise error_from_response(response)
-                        raise QuorumError(
-                            "the server did not answer with an event stream",
-                            status=response.status_code,
-                            title="Not an event stream",
-                        )
-                    decoder = SSEDecoder()
-                    for line in response.iter_lines():
-                        sse = decoder.feed(line)
-                        event = c.to_event(sse) if sse is not None else None
-                        if event is not None:
-                            failures, got_any, after = 0, True, event.seq
-                            yield event
-                            if event.is_terminal:
-                                return
-                        if deadline is not None:
-                            left = deadline - time.monotonic()
-                            if left <= 0:
-                                raise WaitTimeout(f"run {run_id}: still going at the deadline")
-                            if left < read - 1:
-                                break  # reconnect with a read timeout that ends at the deadline
-                    else:
-                        ended = True
+                        time.sleep(follow.refused(response))
+                        continue
+                    ended = yield from self._events(response, follow)
             except httpx.TransportError as exc:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise WaitTimeout(f"run {run_id}: still going at the deadline") from exc
-                if not reconnect or failures >= self.retries:
-                    raise ConnectionFailed(f"event stream of run {run_id} broke: {exc}") from exc
-                time.sleep(c.backoff(failures))
-                failures += 1
+                time.sleep(follow.broken(exc, time.monotonic()))
                 continue
-            if ended:
-                # The server ends a stream after a terminal run's replay, or at its time limit.
-                if not reconnect or self.runs.get(run_id).is_terminal:
-                    return
-                if not got_any:
-                    time.sleep(c.backoff(0))
+            if ended is None:
+                return  # the terminal event went out
+            if not ended:
+                continue  # dropped, to reconnect with a read timeout that ends at the deadline
+            # The server ends a stream after a terminal run's replay, or at its time limit.
+            if not reconnect or self.runs.get(run_id).is_terminal:
+                return
+            if pause := follow.pause_after_end():
+                time.sleep(pause)
+
+    @staticmethod
+    def _events(response: httpx.Response, follow: Follow) -> Generator[Event, None, bool | None]:
+        """Yield a connection's events; None after the terminal one, else whether the
+        server ended the stream (False: dropped to reconnect before the deadline)."""
+        for line in response.iter_lines():
+            event = follow.feed(line)
+            if event is not None:
+                yield event
+                if event.is_terminal:
+                    return None
+            if follow.out_of_time(time.monotonic()):
+                return False
+        return True
 
 
 class Workflows:
@@ -208,9 +158,8 @@ class Workflows:
         settings: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> Workflow:
-        body = c.workflow_body(name, blocks, edges, description, settings)
-        data = self._c.request("POST", "/v1/workflows", json=body, idempotency_key=idempotency_key)
-        return Workflow.parse(data)
+        call = calls.create_workflow(name, blocks, edges, description, settings, idempotency_key)
+        return self._c.call(call)
 
     def list(
         self,
@@ -220,12 +169,10 @@ class Workflows:
         before: str | None = None,
         order: str | None = None,
     ) -> Page[Workflow]:
-        query = c.page_params(limit, after, before, order)
-        data = self._c.request("GET", "/v1/workflows", params=query)
-        return c.page(Workflow, data)
+        return self._c.call(calls.list_workflows(limit, after, before, order))
 
     def get(self, workflow_id: str) -> Workflow:
-        return Workflow.parse(self._c.request("GET", f"/v1/workflows/{workflow_id}"))
+        return self._c.call(calls.get_workflow(workflow_id))
 
     def replace_draft(
         self,
@@ -235,10 +182,7 @@ class Workflows:
         *,
         settings: Mapping[str, Any] | None = None,
     ) -> Workflow:
-        body = c.workflow_body(None, blocks, edges, None, settings)
-        return Workflow.parse(
-            self._c.request("PUT", f"/v1/workflows/{workflow_id}/draft", json=body)
-        )
+        return self._c.call(calls.replace_draft(workflow_id, blocks, edges, settings))
 
     def patch_block(
         self,
@@ -248,20 +192,13 @@ class Workflows:
         name: str | None = None,
         config: Mapping[str, Any] | None = None,
     ) -> Workflow:
-        body = c.params(name=name, config=dict(config) if config is not None else None)
-        path = f"/v1/workflows/{workflow_id}/draft/blocks/{block_id}"
-        return Workflow.parse(self._c.request("PATCH", path, json=body))
+        return self._c.call(calls.patch_block(workflow_id, block_id, name, config))
 
     def publish(self, workflow_id: str, *, name: str | None = None) -> Version:
-        body = c.params(name=name)
-        return Version.parse(
-            self._c.request("POST", f"/v1/workflows/{workflow_id}/versions", json=body)
-        )
+        return self._c.call(calls.publish(workflow_id, name))
 
     def get_version(self, workflow_id: str, number: int) -> Version:
-        return Version.parse(
-            self._c.request("GET", f"/v1/workflows/{workflow_id}/versions/{number}")
-        )
+        return self._c.call(calls.get_version(workflow_id, number))
 
 
 class Runs:
@@ -279,14 +216,11 @@ class Runs:
         idempotency_key: str | None = None,
     ) -> Run:
         """Start a run (``version``: a number, ``"draft"``, or None for the latest)."""
-        body = c.run_body(workflow_id, inputs, version, metadata, initiator)
-        data = self._c.request(
-            "POST", "/v1/workflows/runs", json=body, idempotency_key=idempotency_key
-        )
-        return Run.parse(data)
+        call = calls.create_run(workflow_id, inputs, version, metadata, initiator, idempotency_key)
+        return self._c.call(call)
 
     def get(self, run_id: str) -> Run:
-        return Run.parse(self._c.request("GET", f"/v1/workflows/runs/{run_id}"))
+        return self._c.call(calls.get_run(run_id))
 
     def list(
         self,
@@ -303,55 +237,50 @@ class Runs:
         order: str | None = None,
     ) -> Page[Run]:
         """Newest first; ``created_from`` (inclusive) and ``created_to`` need a time zone."""
-        query = c.params(
-            workflow_id=workflow_id,
-            status=status,
-            original_run_id=original_run_id,
-            created_from=created_from,
-            created_to=created_to,
-            id_prefix=id_prefix,
-        ) | c.page_params(limit, after, before, order)
-        return c.page(Run, self._c.request("GET", "/v1/workflows/runs", params=query))
+        return self._c.call(
+            calls.list_runs(
+                workflow_id=workflow_id,
+                status=status,
+                original_run_id=original_run_id,
+                created_from=created_from,
+                created_to=created_to,
+                id_prefix=id_prefix,
+                limit=limit,
+                after=after,
+                before=before,
+                order=order,
+            )
+        )
 
     def steps(self, run_id: str, *, page_size: int = 200) -> Iterator[Step]:
         """Every step of the run, fetching page after page as the iteration goes."""
         after: str | None = None
         while True:
-            query = c.params(limit=page_size, after=after)
-            page = c.page(
-                Step, self._c.request("GET", f"/v1/workflows/runs/{run_id}/steps", params=query)
-            )
+            page = self._c.call(calls.steps_page(run_id, page_size, after))
             yield from page.data
             if not page.has_more or not page.next_after:
                 return
             after = page.next_after
 
     def pause(self, run_id: str) -> Run:
-        return Run.parse(self._c.request("POST", f"/v1/workflows/runs/{run_id}/pause"))
+        return self._c.call(calls.control_run(run_id, "pause"))
 
     def resume(self, run_id: str) -> Run:
-        return Run.parse(self._c.request("POST", f"/v1/workflows/runs/{run_id}/resume"))
+        return self._c.call(calls.control_run(run_id, "resume"))
 
     def cancel(self, run_id: str) -> Run:
-        return Run.parse(self._c.request("POST", f"/v1/workflows/runs/{run_id}/cancel"))
+        return self._c.call(calls.control_run(run_id, "cancel"))
 
     def input(self, run_id: str, value: Any) -> Run:
         """Answer a run waiting for user input; starts its next turn."""
-        path = f"/v1/workflows/runs/{run_id}/input"
-        return Run.parse(self._c.request("POST", path, json={"input": value}))
+        return self._c.call(calls.answer_input(run_id, value))
 
     def comment(self, run_id: str, text: str, *, author: str | None = None) -> Comment:
-        body = c.params(text=text, author=author)
-        path = f"/v1/workflows/runs/{run_id}/comments"
-        return Comment.parse(self._c.request("POST", path, json=body))
+        return self._c.call(calls.comment(run_id, text, author))
 
     def checkpoint(self, run_id: str, resume_turn_index: int, *, input: Any = c.MISSING) -> Run:
         """Start a new run from turn ``resume_turn_index`` (optionally with another input)."""
-        body: dict[str, Any] = {"resume_turn_index": resume_turn_index}
-        if input is not c.MISSING:
-            body["input"] = input
-        path = f"/v1/workflows/runs/{run_id}/checkpoint"
-        return Run.parse(self._c.request("POST", path, json=body))
+        return self._c.call(calls.checkpoint(run_id, resume_turn_index, input))
 
     def events(
         self, run_id: str, *, after: int | None = None, reconnect: bool = True
@@ -377,52 +306,32 @@ class Runs:
         ``on_event`` sees each event (when polling: a ``run`` event with ``seq`` 0 per change).
         Raises :class:`WaitTimeout` after ``timeout`` seconds.
         """
-        statuses = frozenset(until or ()) | c.TERMINAL
-        deadline = None if timeout is None else time.monotonic() + timeout
+        watch = Watch.of(run_id, until, timeout, time.monotonic())
         run = self.get(run_id)
-        if run.status in statuses:
+        if watch.reached(run):
             return run
         try:
-            for event in self._c.stream_events(run_id, deadline=deadline):
+            for event in self._c.stream_events(run_id, deadline=watch.deadline):
                 if on_event is not None:
                     on_event(event)
                 # A replayed status may be an old one: the run itself says.
-                if event.status in statuses and (run := self.get(run_id)).status in statuses:
+                if watch.reached(event) and watch.reached(run := self.get(run_id)):
                     return run
-            run = self.get(run_id)
-            if run.status in statuses:
+            if watch.reached(run := self.get(run_id)):
                 return run
         except WaitTimeout:
-            status = self.get(run_id).status
-            raise WaitTimeout(f"run {run_id} still {status} after {timeout} s") from None
+            raise watch.timed_out(self.get(run_id).status) from None
         except Unauthorized:
             raise
         except QuorumError:
             pass  # no usable stream (a proxy, an older server): poll
-        return self._poll(run_id, statuses, deadline, on_event, poll_interval, timeout)
-
-    def _poll(
-        self,
-        run_id: str,
-        statuses: frozenset[str],
-        deadline: float | None,
-        on_event: EventCallback | None,
-        interval: float,
-        timeout: float | None,
-    ) -> Run:
-        seen: tuple[Any, ...] = ()
         while True:
             run = self.get(run_id)
-            state = (run.status, run.progress.steps_done, run.progress.steps_total)
-            if on_event is not None and state != seen:
-                on_event(c.polled_event(run))
-            seen = state
-            if run.status in statuses:
+            if (change := watch.polled(run)) is not None and on_event is not None:
+                on_event(change)
+            if watch.reached(run):
                 return run
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(f"run {run_id} still {run.status} after {timeout} s")
-            left = None if deadline is None else deadline - time.monotonic()
-            time.sleep(max(0.0, min(interval, left if left is not None else interval)))
+            time.sleep(watch.poll_wait(run, poll_interval, time.monotonic()))
 
 
 class BlockExecutions:
@@ -440,15 +349,14 @@ class BlockExecutions:
         idempotency_key: str | None = None,
     ) -> BlockExecution:
         """Re-run one block of the current draft with the inputs a step of the run saw."""
-        body = c.execution_body(run_id, block_id, step_id, n_consensus, check_eligibility)
-        data = self._c.request(
-            "POST", "/v1/workflows/blocks/executions", json=body, idempotency_key=idempotency_key
+        return self._c.call(
+            calls.create_execution(
+                run_id, block_id, step_id, n_consensus, check_eligibility, idempotency_key
+            )
         )
-        return BlockExecution.parse(data)
 
     def get(self, execution_id: str) -> BlockExecution:
-        path = f"/v1/workflows/blocks/executions/{execution_id}"
-        return BlockExecution.parse(self._c.request("GET", path))
+        return self._c.call(calls.get_execution(execution_id))
 
     def list(
         self,
@@ -460,15 +368,10 @@ class BlockExecutions:
         before: str | None = None,
         order: str | None = None,
     ) -> Page[BlockExecution]:
-        query = c.params(run_id=run_id, block_id=block_id) | c.page_params(
-            limit, after, before, order
-        )
-        data = self._c.request("GET", "/v1/workflows/blocks/executions", params=query)
-        return c.page(BlockExecution, data)
+        return self._c.call(calls.list_executions(run_id, block_id, limit, after, before, order))
 
     def cancel(self, execution_id: str) -> BlockExecution:
-        path = f"/v1/workflows/blocks/executions/{execution_id}/cancel"
-        return BlockExecution.parse(self._c.request("POST", path))
+        return self._c.call(calls.cancel_execution(execution_id))
 
     def wait(
         self, execution_id: str, timeout: float | None = None, *, poll_interval: float = 0.5

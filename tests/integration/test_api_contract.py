@@ -26,7 +26,7 @@ from flask import Flask
 from sqlalchemy import func, select
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from api import create_app
+from api.app import create_app
 from engine import idempotency
 from engine.auth import issue_key, revoke_key
 from engine.db.models import (

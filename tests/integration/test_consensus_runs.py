@@ -260,7 +260,7 @@ def test_extract_with_five_disagreeing_attempts(api: Api, fleet: Fleet, chat_url
         line
         for w in fleet.workers
         for line in w.lines
-        if "quorum.consensus_attempt.execute" in line and "received" in line
+        if "quorum.consensus_sample.execute" in line and "received" in line
     ]
     for a in attempts:
         assert any(a.id in line for line in task_lines), a.id

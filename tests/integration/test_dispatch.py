@@ -25,8 +25,9 @@ from celery.contrib.testing.worker import start_worker
 from engine.ports import Work, WorkKind
 from engine.settings import Settings
 from tests.support.redis_server import RedisServer
-from workers.celery_app import TASK_ATTEMPT, TASK_EXECUTION, TASK_STEP, create_celery
+from workers.celery_app import create_celery
 from workers.dispatch import TASK_FOR, CeleryDispatcher, task_id
+from workers.names import TASK_EXECUTION, TASK_SAMPLE, TASK_STEP
 
 pytestmark = pytest.mark.integration
 
@@ -187,7 +188,7 @@ def test_a_real_worker_runs_the_batched_messages(app: Celery, module_broker: str
         if len(seen) == expected:
             done.set()
 
-    for name in (TASK_STEP, TASK_EXECUTION, TASK_ATTEMPT):
+    for name in (TASK_STEP, TASK_EXECUTION, TASK_SAMPLE):
         worker_app.task(name=name, bind=True, shared=False)(record)
 
     with start_worker(worker_app, perform_ping_check=False, shutdown_timeout=10):
@@ -200,7 +201,7 @@ def test_a_real_worker_runs_the_batched_messages(app: Celery, module_broker: str
         assert by_id[task_id(w)] == (TASK_FOR[w.kind], task_id(w), [w.id], task_id(w), None)
     parent = task_id(WORK[0])
     for w in children:
-        assert by_id[task_id(w)] == (TASK_ATTEMPT, task_id(w), [w.id], parent, parent)
+        assert by_id[task_id(w)] == (TASK_SAMPLE, task_id(w), [w.id], parent, parent)
 
 
 def test_a_batch_redis_did_not_take_raises() -> None:
@@ -232,7 +233,7 @@ def test_a_routed_task_keeps_send_task_and_its_priority_list(
     app: Celery, send_task_calls: list[str]
 ) -> None:
     """A route with more than a queue (here a priority) is send_task's, the rest batches."""
-    app.conf.task_routes = {TASK_ATTEMPT: {"queue": QUEUE, "priority": 5}}
+    app.conf.task_routes = {TASK_SAMPLE: {"queue": QUEUE, "priority": 5}}
     CeleryDispatcher(app).dispatch(WORK)
     assert send_task_calls == [task_id(w) for w in WORK if w.kind == WorkKind.ATTEMPT]
     client = redis.Redis.from_url(app.conf.broker_url)
@@ -242,7 +243,7 @@ def test_a_routed_task_keeps_send_task_and_its_priority_list(
         plain = [json.loads(m) for m in client.lrange(QUEUE, 0, -1)]
     finally:
         client.close()
-    assert [m["headers"]["task"] for m in routed] == [TASK_ATTEMPT]
+    assert [m["headers"]["task"] for m in routed] == [TASK_SAMPLE]
     assert routed[0]["properties"]["priority"] == 5
     assert sorted(m["headers"]["id"] for m in plain) == sorted(
         task_id(w) for w in WORK if w.kind != WorkKind.ATTEMPT

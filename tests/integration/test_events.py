@@ -15,7 +15,7 @@ import httpx
 import pytest
 from werkzeug.serving import make_server
 
-from api import create_app
+from api.app import create_app
 from api.routes import events as sse_route
 from engine.db.session import Database
 from engine.events import PollingBus, record, since

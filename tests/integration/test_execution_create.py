@@ -19,7 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, select, update
 
-from api import create_app
+from api.app import create_app
 from api.runtime import ApiRuntime
 from engine.auth import issue_key, revoke_key
 from engine.clock import utcnow
@@ -30,7 +30,7 @@ from engine.functions import build_registry
 from engine.orchestrator import Orchestrator
 from engine.outbox import sweep
 from engine.ports import Work, WorkKind
-from engine.providers import LocalProvider
+from engine.providers.local import LocalProvider
 from engine.settings import Settings
 
 pytestmark = pytest.mark.integration

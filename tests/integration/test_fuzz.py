@@ -9,7 +9,7 @@ header) plus schemathesis' boundary cases, and every answer must:
 * have a status code the document lists for the operation;
 * come in a media type the document lists for that status;
 * have a body that conforms to the documented schema (the closed response models of
-  ``api.schemas``: an undocumented field fails too; each event of an SSE stream), and
+  ``api.resources``: an undocumented field fails too; each event of an SSE stream), and
   the documented headers;
 * be a 401 when the same request comes without the key or with a wrong one (``/v1``), and
   a 405 for a method the route does not have.
@@ -38,7 +38,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from werkzeug.serving import make_server
 
-from api import create_app
+from api.app import create_app
 from api.routes import feed, ops, ui
 from engine.auth import issue_key
 from engine.db.session import Database

@@ -11,14 +11,10 @@ from typing import Any
 
 import pytest
 
-from engine.providers import (
-    ModelRequest,
-    OpenAICompatibleProvider,
-    ProviderConfig,
-    ProviderError,
-    build_provider,
-)
-from engine.strict_schema import strict_form
+from engine.providers.base import ModelRequest, ProviderConfig, ProviderError
+from engine.providers.factory import build_provider
+from engine.providers.openai import OpenAICompatibleProvider
+from engine.providers.strict_schema import strict_form
 from tests.support.chat_server import (
     ChatReply,
     ChatServer,

@@ -34,7 +34,7 @@ from sqlalchemy.pool import NullPool
 from werkzeug.serving import make_server
 
 import engine.workflows
-from api import create_app
+from api.app import create_app
 from engine.db.models import ApiKey
 from engine.settings import Settings
 from tests.support.fleet import ROOT, Api, Fleet, Worker

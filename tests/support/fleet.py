@@ -20,7 +20,7 @@ import httpx
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from api import create_app
+from api.app import create_app
 from engine.auth import issue_key
 from engine.db.session import Database
 from engine.settings import Settings

@@ -24,8 +24,9 @@ from retab.types.workflows.blocks.executions import (
     StoredBlockExecution,
 )
 
-from api import create_app, views
-from api.routing import PROBLEM_JSON
+import api.views as views
+from api.app import create_app
+from api.openapi import PROBLEM_JSON
 from engine.db.models import (
     BlockExecution,
     Comment,

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from api import create_app
+from api.app import create_app
 from engine.auth import issue_key
 from engine.db.models import Base
 from engine.settings import Settings

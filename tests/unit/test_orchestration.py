@@ -38,7 +38,7 @@ from engine.lifecycle import StepState
 from engine.orchestrator import FanOut, FanOutConsensus, Orchestrator
 from engine.outbox import sweep
 from engine.ports import Work, WorkKind
-from engine.providers import ModelRequest, ModelResponse, ProviderError
+from engine.providers.base import ModelRequest, ModelResponse, ProviderError
 from engine.reaper import reap
 from engine.runs import cancel_run, mark_queued, pause_run, resume_run, start_run
 from engine.scheduler import Scheduler

@@ -12,7 +12,7 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from api import create_app
+from api.app import create_app
 from api.ratelimit import (
     KEY_PREFIX,
     WINDOW_S,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from engine.errors import Invalid
-from engine.graph import parse_graph
+from engine.graph.parse import parse_graph
 from engine.schemas import (
     MAX_SCHEMA_BYTES,
     SchemaUnusable,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from engine.strict_schema import from_strict, strict_form
+from engine.providers.strict_schema import from_strict, strict_form
 
 INVOICE: dict[str, Any] = {
     "type": "object",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from engine.graph import parse_graph, upstream_drift
-from engine.graphdiff import graph_diff
-from tests.unit.test_graph import block, edge, fn, start
+from engine.graph.diff import graph_diff
+from engine.graph.drift import upstream_drift
+from engine.graph.parse import parse_graph
+from tests.support.graphs import block, edge, fn, start
 
 
 def _graph() -> dict[str, Any]:

@@ -1,32 +1,14 @@
+"""Evaluating expressions: lookups, comparisons, logic, arithmetic, literals, and errors."""
+
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 
-from engine.expressions import (
-    MAX_SOURCE_LENGTH,
-    Expression,
-    ExpressionError,
-    compile_expression,
-    evaluate,
-)
-
-VARIABLES: dict[str, Any] = {
-    "input": {
-        "score": 0.82,
-        "count": 3,
-        "status": "Approved",
-        "name": "  Invoice 42 ",
-        "tags": ["urgent", "finance"],
-        "vendor": {"name": "ACME", "country": "DE"},
-        "empty": "",
-        "nothing": None,
-    },
-    "threshold": 0.5,
-    "items": [10, 20, 30],
-    "big": "x" * 60_000,
-}
+from engine.expressions.evaluate import Expression, compile_expression, evaluate
+from engine.expressions.values import ExpressionError
+from tests.support.expressions import VARIABLES
 
 
 @pytest.mark.parametrize(
@@ -104,31 +86,6 @@ VARIABLES: dict[str, Any] = {
         ("input.status in ('Approved', 'Paid')", True),
         ("'high' if input.score > 0.8 else 'low'", "high"),
         ("'high' if input.score > 0.9 else 'low'", "low"),
-        # functions
-        ("len(input.tags)", 2),
-        ("len('abc')", 3),
-        ("len(input.vendor)", 2),
-        ("lower(input.status)", "approved"),
-        ("upper(input.vendor.country)", "DE"),
-        ("strip(input.name)", "Invoice 42"),
-        ("lower(input.missing)", None),
-        ("startswith(input.status, 'App')", True),
-        ("startswith(input.status, ['Rej', 'App'])", True),
-        ("endswith(input.vendor.name, 'ME')", True),
-        ("endswith(input.missing, 'x')", False),
-        ("contains(input.tags, 'finance')", True),
-        ("contains('abc', 'd')", False),
-        ("contains(input.missing, 'x')", False),
-        ("abs(-2.5)", 2.5),
-        ("min(items)", 10),
-        ("max(3, 9, 4)", 9),
-        ("int('42')", 42),
-        ("int(3.9)", 3),
-        ("float('1.5')", 1.5),
-        ("str(12)", "12"),
-        ("bool('')", False),
-        ("round(2.675)", 3),
-        ("round(3.14159, 2)", 3.14),
     ],
 )
 def test_evaluates(source: str, expected: Any) -> None:
@@ -148,68 +105,6 @@ def test_compiled_expression_is_reusable_and_comparable() -> None:
     assert expression.evaluate({"input": {"score": 0.1}, "threshold": 0.5}) is False
     assert expression == compile_expression("input.score > threshold")
     assert hash(expression) == hash(Expression(source="input.score > threshold"))
-
-
-@pytest.mark.parametrize(
-    ("source", "message"),
-    [
-        ("__import__('os')", "calling '__import__' is not allowed"),
-        ("().__class__", "'__class__'"),
-        ("input.__class__", "'__class__'"),
-        ("__builtins__", "'__builtins__'"),
-        ("[x for x in y]", "comprehensions are not allowed"),
-        ("{k: 1 for k in y}", "comprehensions are not allowed"),
-        ("(x for x in y)", "generator expressions are not allowed"),
-        ("{1, 2}", "set literals are not allowed"),
-        ("lambda: 1", "lambda expressions are not allowed"),
-        ("2**1000", "'**' (power) is not allowed"),
-        ("'a' * 10**9", "'**' (power) is not allowed"),
-        ("f'{input}'", "f-strings are not allowed"),
-        ("len(*items)", "starred arguments are not allowed"),
-        ("{**input}", "unpacking"),
-        ("(y := 1)", "assignment expressions"),
-        ("input.keys()", "method calls are not allowed"),
-        ("'a'.upper()", "method calls are not allowed"),
-        ("open('/etc/passwd')", "calling 'open' is not allowed"),
-        ("eval('1')", "calling 'eval' is not allowed"),
-        ("items[0](1)", "calling 'Subscript' is not allowed"),
-        ("round(1.5, ndigits=1)", "keyword arguments are not allowed"),
-        ("len()", "len() takes 1 arguments, got 0"),
-        ("round(1, 2, 3)", "round() takes 1 to 2 arguments, got 3"),
-        ("max()", "max() takes at least 1 arguments, got 0"),
-        ("items[0:2]", "slices are not allowed"),
-        ("x is None", "'is'"),
-        ("x is not None", "'is not'"),
-        ("1 << 2", "'<<'"),
-        ("1 | 2", "'|'"),
-        ("~1", "'~'"),
-        ("b'bytes'", "constant b'bytes' is not allowed"),
-        ("1j", "constant 1j is not allowed"),
-        ("...", "constant Ellipsis is not allowed"),
-        ("1 +", "syntax error"),
-        ("x = 1", "syntax error"),
-        ("import os", "syntax error"),
-        ("a\x00b", "null bytes"),
-        ("[" + "1, " * 500 + "]", "more than 500 parts"),
-        ("not " * 150 + "x", "nested more than 100 deep"),
-        ("1 + " * 150 + "1", "nested more than 100 deep"),
-        ("-" * 1999 + "1", "nested more than 100 deep"),
-    ],
-)
-def test_refused_at_compile_time(source: str, message: str) -> None:
-    with pytest.raises(ExpressionError) as caught:
-        compile_expression(source)
-    assert message in str(caught.value)
-
-
-def test_source_length_limit() -> None:
-    with pytest.raises(ExpressionError, match="longer than 2000 characters"):
-        compile_expression("1" + " " * MAX_SOURCE_LENGTH)
-
-
-def test_source_must_be_a_string() -> None:
-    with pytest.raises(ExpressionError, match="must be a string"):
-        compile_expression(42)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -237,21 +132,7 @@ def test_source_must_be_a_string() -> None:
         ("items['a']", "list index must be an integer, got string"),
         ("items[true]", "list index must be an integer, got bool"),
         ("threshold[0]", "cannot index into float"),
-        ("len(3)", "len() needs a string, list or object, got int"),
-        ("len(null)", "len() needs a string, list or object, got null"),
-        ("lower(3)", "lower() needs a string, got int"),
-        ("startswith('abc', 1)", "startswith() needs a string, got int"),
-        ("abs('x')", "abs() needs a number, got string"),
-        ("min(1, 'a')", "min() cannot compare these values"),
-        ("max([])", "max() of an empty list"),
-        ("min(5)", "min() needs a list or several arguments"),
-        ("int('x')", "int() cannot convert 'x'"),
-        ("int([1])", "int() cannot convert list"),
-        ("int(float('inf'))", "int() cannot convert inf"),
         ("float('1e999') // 0.0", "division by zero"),
-        ("round(float('nan'))", "round() cannot round nan"),
-        ("round(1, 1000)", "round() digits must be within ±100"),
-        ("round(1, 'a')", "round() needs an integer number of digits"),
         ("{[1]: 2}", "list cannot be an object key"),
         ("big + big", "string result longer than 100000 characters"),
         ("str(items + items) + big + big", "string result longer than 100000 characters"),
@@ -262,11 +143,6 @@ def test_errors_at_evaluation_time(source: str, message: str) -> None:
     with pytest.raises(ExpressionError) as caught:
         expression.evaluate(VARIABLES)
     assert message in str(caught.value)
-
-
-def test_expression_error_is_a_value_error() -> None:
-    with pytest.raises(ValueError, match="division by zero"):
-        evaluate("1 / 0", {})
 
 
 @pytest.mark.parametrize(

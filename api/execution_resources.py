@@ -1,52 +1,19 @@
 """The block-execution resource in the seed system's wire format (Retab's workflow block
-executions), request and answer, so that its own SDK works against Quorum unchanged.
+executions), so that its own SDK works against Quorum unchanged.
 
 Answers are built by ``api.views.execution``; these models document them in
-``/openapi.json`` (closed schemas, like every answer in ``api.schemas``).
+``/openapi.json`` (closed schemas, like every answer in ``api.resources``). The request
+body is ``api.bodies.CreateExecution``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import Field
 
-from api.schemas import (
-    BlockId,
-    Count,
-    Lifecycle,
-    ObjectId,
-    Page,
-    PageQuery,
-    Resource,
-    Strict,
-    Time,
-)
-
-
-class CreateExecution(Strict):
-    run_id: ObjectId
-    block_id: BlockId
-    step_id: str | None = Field(None, min_length=1, max_length=400)
-    n_consensus: int | None = None
-    check_eligibility: bool = Field(
-        True,
-        validation_alias=AliasChoices("check_eligibility", "verify_upstream"),
-        description="refuse (409) when the draft drifted upstream of the block; "
-        "verify_upstream is accepted as an alias (one of the two, not both)",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_name(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "check_eligibility" in data and "verify_upstream" in data:
-            raise ValueError("send check_eligibility or its alias verify_upstream, not both")
-        return data
-
-
-class ExecutionsQuery(PageQuery):
-    run_id: ObjectId | None = None
-    block_id: BlockId | None = None
+from api.fields import BlockId, Count, ObjectId, Resource, Time
+from api.resources import Lifecycle, Page
 
 
 class JsonHandle(Resource):

@@ -1,144 +1,26 @@
-"""Request bodies and query strings (validated at the edge) and the answers' shapes.
+"""The shapes of the API's answers, documented field by field in ``/openapi.json``.
 
-The request models validate what clients send. The response models further down only
-document what ``api.views`` returns, field by field, in ``/openapi.json``; the answers are
-built by the views, and the fuzz and unit tests hold the two together.
+They only document what ``api.views`` returns; the views build the answers, and the fuzz
+and unit tests hold the two together.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, RootModel, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 from typing_extensions import TypedDict
 
-from engine.pages import PageRequest
-
-ObjectId = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")]
-BlockId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class WorkflowSettings(Strict):
-    max_block_visits: int = Field(10, ge=1, le=1000)
-    stale_after_s: float | None = Field(None, ge=1, le=7 * 24 * 3600)
-    evaluation_workflow_id: ObjectId | None = None
-
-
-class GraphBody(Strict):
-    blocks: list[dict[str, Any]]
-    edges: list[dict[str, Any]] = Field(default_factory=list)
-
-
-class CreateWorkflow(GraphBody):
-    name: str = Field(min_length=1, max_length=200)
-    description: str | None = Field(None, max_length=10_000)
-    settings: WorkflowSettings | None = None
-
-
-class ReplaceDraft(GraphBody):
-    settings: WorkflowSettings | None = None
-
-
-class PatchBlock(Strict):
-    name: str | None = Field(None, max_length=200)
-    config: dict[str, Any] | None = None
-
-
-class PublishVersion(Strict):
-    name: str | None = Field(None, max_length=200)
-
-
-class CreateRun(Strict):
-    workflow_id: ObjectId
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    version: Annotated[int, Field(ge=0, le=2**31 - 1)] | Literal["draft"] | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    initiator: str | None = Field(None, max_length=200)
-
-
-class RunInput(Strict):
-    input: Any
-
-
-class CheckpointBody(Strict):
-    resume_turn_index: int = Field(ge=0, le=2**31 - 1)
-    input: Any = None
-
-
-class CommentBody(Strict):
-    text: str = Field(min_length=1, max_length=10_000)
-    # A label shown beside the author, who is always the key that writes the comment;
-    # ``author`` is accepted as its former name.
-    display_name: str | None = Field(
-        None, min_length=1, max_length=200, validation_alias=AliasChoices("display_name", "author")
-    )
-
-
-class PageQuery(Strict):
-    limit: int = Field(50, ge=1, le=200)
-    after: ObjectId | None = Field(None, description="the page after this id, in list order")
-    before: ObjectId | None = Field(None, description="the page before this id, in list order")
-    order: Literal["desc", "asc"] = Field("desc", description="by id: desc is newest first")
-
-    @model_validator(mode="after")
-    def _one_cursor(self) -> PageQuery:
-        if self.after is not None and self.before is not None:
-            raise ValueError("send after or before, not both")
-        return self
-
-    def page(self) -> PageRequest:
-        return PageRequest(limit=self.limit, after=self.after, before=self.before, order=self.order)
-
-
-class RunsQuery(PageQuery):
-    workflow_id: ObjectId | None = None
-    status: (
-        Literal[
-            "not_started",
-            "started",
-            "running",
-            "waiting_for_user_input",
-            "paused",
-            "completed",
-            "failed",
-            "cancelled",
-            "aborted_looping_risk",
-        ]
-        | None
-    ) = None
-    original_run_id: ObjectId | None = None
-
-
-# -- answers -----------------------------------------------------------------------------
-# ``extra="forbid"`` makes each schema closed (``additionalProperties: false``): a field a
-# view adds without documenting it fails the schema conformance checks.
-
-Time = datetime  # documented as ``{"type": "string", "format": "date-time"}`` (RFC 3339, Z)
-Count = Annotated[int, Field(ge=0)]
-VersionRef = Annotated[int, Field(ge=0)] | Literal["draft"]
-RunStatusName = Literal[
-    "not_started",
-    "started",
-    "running",
-    "waiting_for_user_input",
-    "paused",
-    "completed",
-    "failed",
-    "cancelled",
-    "aborted_looping_risk",
-]
-TerminationReasonName = Literal[
-    "execution_error", "stale_run_reaper", "finally_safety_net", "cancelled", "looping_risk"
-]
-
-
-class Resource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from api.fields import (
+    BlockId,
+    Count,
+    ObjectId,
+    Resource,
+    RunStatusName,
+    TerminationReasonName,
+    Time,
+    VersionRef,
+)
 
 
 class ProblemError(Resource):
@@ -451,3 +333,24 @@ class OpenApiDocument(BaseModel):
     info: dict[str, Any]
     paths: dict[str, Any]
     components: dict[str, Any]
+
+
+class BlockChanges(Resource):
+    added: list[str] = Field(description="block ids in the draft only")
+    removed: list[str] = Field(description="block ids in the version only")
+    changed: list[str] = Field(description="block ids whose type or config differ")
+
+
+class EdgeChanges(Resource):
+    added: list[str] = Field(description="edges (source.handle->target.handle) in the draft only")
+    removed: list[str] = Field(description="edges in the version only")
+
+
+class GraphDiff(Resource):
+    """The draft against a published version, as a block execution's drift check sees it."""
+
+    workflow_id: ObjectId
+    version: Annotated[int, Field(ge=0)]
+    identical: bool
+    blocks: BlockChanges
+    edges: EdgeChanges

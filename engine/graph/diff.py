@@ -1,7 +1,7 @@
 """What changed between two workflow graphs: blocks and edges added, removed and changed.
 
 The same notion of difference as the drift a block execution refuses with (``409``, see
-:func:`engine.graph.upstream_drift`), taken over the whole graph instead of one block's
+:func:`engine.graph.drift.upstream_drift`), taken over the whole graph instead of one block's
 upstream: a block differs when its type or config differs (its :func:`fingerprint`; a
 block's ``name`` is a label and does not count), and an edge is its four ids, so an edge is
 only ever added or removed.
@@ -10,12 +10,15 @@ only ever added or removed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.orm import Session
-
-from engine.graph import Graph, fingerprint, parse_graph
+from engine.graph.drift import fingerprint
+from engine.graph.model import Graph
+from engine.graph.parse import parse_graph
 from engine.workflows import get_version, get_workflow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 
 @dataclass(frozen=True, kw_only=True)

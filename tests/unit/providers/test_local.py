@@ -3,55 +3,21 @@
 from __future__ import annotations
 
 import json
-import pickle
 from typing import Any
 
 import pytest
 
-from engine.providers import (
-    LocalProvider,
-    ModelRequest,
-    ProviderConfig,
-    ProviderError,
-    build_provider,
-    render_prompt,
-)
+from engine.providers.base import ModelRequest
+from engine.providers.local import LocalProvider
+from engine.providers.prompt import render_prompt
+from tests.support.invoices import INVOICE, INVOICE_SCHEMA
 
-INVOICE = """\
-ACME Corp - Invoice
-
-Invoice Number: INV-0042
-Total amount = $1,234.50
-Item-count: 12 items
-Paid: yes
-Currency: usd
-Status: paid in full
-Tags: urgent, north , q3
-Customer name: Wile E. Coyote
-City: Springfield
-"""
-
-INVOICE_SCHEMA: dict[str, Any] = {
+SPLIT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "invoice_number": {"type": "string"},
-        "total_amount": {"type": "number"},
-        "item_count": {"type": "integer"},
-        "paid": {"type": "boolean"},
-        "currency": {"type": "string", "enum": ["EUR", "USD"]},
-        "status": {"type": "string", "enum": ["unpaid", "paid"]},
-        "tags": {"type": "array", "items": {"type": "string"}},
-        "customer": {
-            "type": "object",
-            "properties": {"customer_name": {"type": "string"}, "city": {"type": "string"}},
-        },
-        "notes": {"type": ["string", "null"]},
-        "due_date": {"type": "string"},
-        "discount": {"type": "number"},
-        "po_number": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
-        "approved": {"type": "boolean"},
-        "lines": {"type": "array", "items": {"type": "object"}},
-        "meta": {"type": "object"},
+        "summary": {"type": "string"},
+        "terms_and_conditions": {"type": "string"},
+        "signatures": {"type": "string"},
     },
 }
 
@@ -139,16 +105,6 @@ def test_classify_falls_back_to_the_first_category(text: str) -> None:
     assert complete("classify", text, schema) == {"category": "invoice"}
 
 
-SPLIT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "summary": {"type": "string"},
-        "terms_and_conditions": {"type": "string"},
-        "signatures": {"type": "string"},
-    },
-}
-
-
 def test_split_by_headings() -> None:
     text = (
         "Preamble that belongs to no part.\n"
@@ -203,44 +159,3 @@ def test_local_answers_are_deterministic_and_counted() -> None:
     assert a.completion_tokens == len(json.dumps(a.data, ensure_ascii=False).split())
     assert a.prompt_tokens == b.prompt_tokens > 0
     assert isinstance(a.latency_ms, int) and a.latency_ms >= 0
-
-
-def test_render_prompt_carries_instructions_schema_and_document() -> None:
-    request = ModelRequest(
-        task="classify",
-        instructions="Prefer receipts.",
-        document={"vendor": "ACME", "amount": 3},
-        json_schema=INVOICE_SCHEMA,
-    )
-    system, user = render_prompt(request)
-    assert "Prefer receipts." in system
-    assert "category" in system
-    assert '"vendor": "ACME"' in user
-    assert '"invoice_number"' in user
-    assert (
-        "Instructions"
-        not in render_prompt(
-            ModelRequest(task="split", instructions="", document="x", json_schema={})
-        )[0]
-    )
-
-
-def test_build_provider_kinds() -> None:
-    provider = build_provider(ProviderConfig(model="local-9"))
-    assert isinstance(provider, LocalProvider)
-    request = ModelRequest(task="extract", instructions="", document="", json_schema={})
-    assert provider.complete(request).model == "local-9"
-    provider.close()
-    with pytest.raises(ValueError, match="unknown provider kind"):
-        build_provider(ProviderConfig(kind="carrier-pigeon"))
-    with pytest.raises(ValueError, match="base_url"):
-        build_provider(ProviderConfig(kind="openai"))
-
-
-def test_provider_error_survives_pickling() -> None:
-    error = ProviderError("provider_http_error", "HTTP 503", retryable=True, status_code=503)
-    copy = pickle.loads(pickle.dumps(error))
-    assert copy.as_dict() == error.as_dict()
-    assert str(copy) == "HTTP 503"
-    with pytest.raises(ValueError):
-        ProviderError("teapot", "no", retryable=False)

@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from celery import Celery
 
+import workers.dispatch as dispatch
 from engine.ports import Work, WorkKind
 from engine.settings import Settings
-from workers import dispatch
-from workers.celery_app import TASK_EXECUTION, TASK_STEP, create_celery
+from workers.celery_app import create_celery
 from workers.dispatch import CeleryDispatcher, task_id
+from workers.names import TASK_EXECUTION, TASK_STEP
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Unit tests of engine.graph: one module of tests per module of the package."""

@@ -1,0 +1,1 @@
+"""Unit tests of the quorum package (command line and client)."""
