@@ -8,7 +8,6 @@ models. The Celery and PostgreSQL paths are covered by the integration tests.
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,25 +42,10 @@ from engine.reaper import reap
 from engine.runs import cancel_run, mark_queued, pause_run, resume_run, start_run
 from engine.scheduler import Scheduler
 from engine.settings import Settings
+from engine.testing import Order, QueueDispatcher, deliver, drain
 from engine.workflows import create_workflow
 
 # -- test doubles ---------------------------------------------------------------------------
-
-
-class QueueDispatcher:
-    """The Dispatcher port as a list: what a broker would deliver, in publish order."""
-
-    def __init__(self) -> None:
-        self.queue: list[Work] = []
-        self.published: list[Work] = []
-        self.revoked: list[Work] = []
-
-    def dispatch(self, work: Sequence[Work]) -> None:
-        self.queue.extend(work)
-        self.published.extend(work)
-
-    def revoke(self, work: Sequence[Work]) -> None:
-        self.revoked.extend(work)
 
 
 class ScriptedProvider:
@@ -166,29 +150,10 @@ class Harness:
     # -- workers ------------------------------------------------------------------------
 
     def deliver(self, work: Work, orch: Orchestrator | None = None) -> None:
-        o = orch or self.orch
-        if work.kind == WorkKind.STEP:
-            o.run_step(work.id)
-        elif work.kind == WorkKind.ATTEMPT:
-            o.run_attempt(work.id)
-        else:
-            o.run_execution(work.id)
+        deliver(orch or self.orch, work)
 
-    def drain(self, order: str = "fifo", *, seed: int = 0, limit: int = 10_000) -> int:
-        rng = random.Random(seed)
-        handled = 0
-        queue = self.dispatcher.queue
-        while queue:
-            if order == "fifo":
-                work = queue.pop(0)
-            elif order == "lifo":
-                work = queue.pop()
-            else:
-                work = queue.pop(rng.randrange(len(queue)))
-            self.deliver(work)
-            handled += 1
-            assert handled < limit, "the queue never drains"
-        return handled
+    def drain(self, order: Order = "fifo", *, seed: int = 0, limit: int = 10_000) -> int:
+        return drain(self.orch, self.dispatcher, order, seed=seed, limit=limit)
 
     # -- reading --------------------------------------------------------------------------
 
