@@ -14,6 +14,7 @@ from engine.db.session import lock_row
 from engine.errors import FieldError, Invalid, NotFound
 from engine.graph import Graph, parse_graph
 from engine.pages import Page, paginate
+from engine.shapes import check_shapes
 
 
 def _graph_dict(graph: Graph) -> dict[str, Any]:
@@ -32,9 +33,11 @@ BODY: tuple[str, ...] = ("body",)
 
 
 def _parse_client_graph(blocks: list[Any], edges: list[Any], max_blocks: int) -> Graph:
-    return parse_graph(
+    graph = parse_graph(
         {"blocks": blocks, "edges": edges}, max_blocks=max_blocks, loc=BODY, strict=True
     )
+    check_shapes(graph, BODY)
+    return graph
 
 
 def _check_settings(
@@ -156,6 +159,7 @@ def patch_block(
             max_blocks=max_blocks,
             loc=("draft",),
         )
+        check_shapes(graph, ("draft",))
     except Invalid as exc:
         raise Invalid(
             f"the change to block {block_id} makes the draft invalid",
