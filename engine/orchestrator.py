@@ -43,6 +43,7 @@ from engine.execute import (
 )
 from engine.graph import Block, Graph, parse_graph
 from engine.ids import new_id
+from engine.leases import LeaseKeeper
 from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
 from engine.outbox import held_by
 from engine.ports import Dispatcher, Work, WorkKind
@@ -138,6 +139,8 @@ class Orchestrator:
     _keep_next: bool = False
     _next: Job | None = None
     events: EventBus = field(default_factory=PollingBus)
+    # Renews the leases of the rows this process works on (None: leases only run out).
+    leases: LeaseKeeper | None = None
 
     # -- entry points (one per message kind) ---------------------------------------
 
@@ -187,6 +190,8 @@ class Orchestrator:
             now=now,
             dead_holders=dead,
         )
+        if c is not None and self.leases is not None:
+            self.leases.hold(model, row_id, c.attempt)
         if dead:
             # The process that ran this row died, maybe in the middle of rows it ran
             # in-process after it: publish them again, their claims take them over.
@@ -209,6 +214,7 @@ class Orchestrator:
             self._notify(force=self._next is None)
             return self._next
         except Exception as exc:
+            self._next = None  # nothing runs next after a fault: the lease of it runs out
             if database_away(exc):
                 # Let the task adapter retry the message; nothing was settled.
                 raise DatabaseAway(f"database away: {type(exc).__name__}") from exc
@@ -221,6 +227,14 @@ class Orchestrator:
                     raise DatabaseAway(f"database away: {type(again).__name__}") from again
                 raise
             return None
+        finally:
+            if self.leases is not None:
+                # Done with every row but the successor this process runs next: their
+                # leases run out if this process left one unsettled.
+                keep: list[tuple[Any, str]] = []
+                if self._next is not None:
+                    keep.append((Step, self._next.id))
+                self.leases.keep_only(keep)
 
     # -- steps ------------------------------------------------------------------------
 
@@ -425,6 +439,8 @@ class Orchestrator:
         if sched.claimed is not None:
             # Created already claimed by this process (Scheduler.claim_for).
             self._next = self._job_of(SimpleNamespace(**sched.claimed), run)
+            if self.leases is not None:
+                self.leases.hold(Step, self._next.id, self._next.attempt)
             return
         ready = next(
             (

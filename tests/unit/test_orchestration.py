@@ -1206,8 +1206,9 @@ def test_claim_and_finish_semantics(h: Harness) -> None:
     first = do_claim("w:1", None, t0)
     assert (first.attempt, first.taken_over) == (1, False)
     assert h.steps(run_id)["start"].queued_at is not None
-    # Running and the holder alive, or unknown within the lease: a duplicate.
-    assert do_claim("w:2", True, t0 + timedelta(hours=1)) is None
+    # Running and the holder alive or unknown, within its lease: a duplicate (a live
+    # holder past its lease is taken over: tests/unit/test_leases.py).
+    assert do_claim("w:2", True, t0 + timedelta(minutes=14)) is None
     assert do_claim("w:2", None, t0 + timedelta(minutes=1)) is None
     # The holder is gone: taken over, with the next attempt number.
     second = do_claim("w:2", False, t0 + timedelta(minutes=1))
@@ -1283,7 +1284,10 @@ def test_outbox_republishes_a_running_row_whose_holder_died_with_its_message(
     )
     assert unknown_host == 0  # another host: only an expired lease tells
     h.dispatcher.queue.clear()
-    assert sweep(h.db, h.dispatcher, older_than_s=0, lease_s=0, holder_alive=lambda w: None) == 1
+    with h.db.transaction() as s:  # nobody renewed its lease: it ran out
+        expired = utcnow() - timedelta(seconds=1)
+        s.execute(update(Step).where(Step.id == step_id).values(leased_until=expired))
+    assert sweep(h.db, h.dispatcher, older_than_s=0, lease_s=3600, holder_alive=lambda w: None) == 1
     rescuer = h.orchestrator("test-host:9", lambda holder: False)  # it knows the holder died
     rescuer.run_step(h.dispatcher.queue.pop(0).id)
     h.drain()
