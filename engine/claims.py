@@ -3,8 +3,9 @@
 A message may arrive twice (broker redelivery, the outbox re-publishing) or late (after a
 cancel). A worker therefore *claims* a row with a compare-and-set that bumps its attempt
 number, and finishes it with a compare-and-set fenced on that attempt. A row already
-``running`` is taken over only when its holder is provably gone (the process is dead, or
-its lease ran out); otherwise the second message is a duplicate and is dropped.
+``running`` is taken over only when its holder is provably gone (the process is dead) or
+no longer working on it (its heartbeat lease ran out, see ``engine.leases``); otherwise
+the second message is a duplicate and is dropped.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from engine.clock import as_utc, utcnow
+from engine.clock import utcnow
+from engine.leases import lease_expired
 from engine.lifecycle import STEP, StepState, transition, transition_returning
 
 log = logging.getLogger("quorum.claims")
@@ -58,7 +60,7 @@ def claim(
     """
     now = now or utcnow()
     # The common case, a queued row, in one statement: the compare-and-set returns the row.
-    claimed = _to_running(session, model, row_id, worker, now, fence=None)
+    claimed = _to_running(session, model, row_id, worker, now, lease, fence=None)
     if claimed is not None:
         return Claim(
             row_id=row_id, attempt=claimed.attempt, worker=worker, taken_over=False, row=claimed
@@ -87,9 +89,9 @@ def claim(
             log.info("message for a row waiting on its children dropped", extra={"row": row_id})
             _note_dead(row, holder_alive, dead_holders)
             return None
-        alive = holder_alive(row.worker or "")
-        started = as_utc(row.started_at) or now
-        if alive is True or (alive is None and now - started < lease):
+        # A live process whose lease ran out is not working on the row any more (it gave it
+        # up, or it is cut off from the database): its late settle will be fenced off.
+        if holder_alive(row.worker or "") is not False and not lease_expired(row, now, lease):
             log.info("duplicate delivery dropped", extra={"row": row_id, "holder": row.worker})
             return None
         # The holder is gone: running -> queued is the table's retry move.
@@ -111,7 +113,7 @@ def claim(
     elif state != StepState.QUEUED:
         _note_dead(row, holder_alive, dead_holders)
         return None
-    claimed = _to_running(session, model, row_id, worker, now, fence=int(row.attempt or 0))
+    claimed = _to_running(session, model, row_id, worker, now, lease, fence=int(row.attempt or 0))
     if claimed is None:
         return None
     return Claim(
@@ -120,9 +122,16 @@ def claim(
 
 
 def _to_running(
-    session: Session, model: Any, row_id: str, worker: str, now: datetime, *, fence: int | None
+    session: Session,
+    model: Any,
+    row_id: str,
+    worker: str,
+    now: datetime,
+    lease: timedelta,
+    *,
+    fence: int | None,
 ) -> Any | None:
-    """queued -> running for ``worker``, a new attempt number: the claim itself."""
+    """queued -> running for ``worker``, a new attempt number and lease: the claim itself."""
     return transition_returning(
         session,
         STEP,
@@ -131,7 +140,7 @@ def _to_running(
         StepState.RUNNING,
         expect=[StepState.QUEUED],
         attempt=fence,
-        values={"worker": worker, "started_at": now},
+        values={"worker": worker, "started_at": now, "leased_until": now + lease},
         bump_attempt=True,
     )
 

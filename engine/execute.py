@@ -18,8 +18,8 @@ from engine.expressions.evaluate import evaluate
 from engine.expressions.values import ExpressionError
 from engine.functions import FunctionNotFound, FunctionRegistry, call_function
 from engine.graph.model import Block
-from engine.json_values import not_json
 from engine.providers.base import ModelRequest, ModelResponse, Provider, ProviderError
+from engine.storable import unstorable
 
 
 class BlockFailed(Exception):
@@ -102,9 +102,11 @@ def _run_function(block: Block, inputs: Mapping[str, Any], functions: FunctionRe
         result = call_function(fn, inputs, block.config.get("params") or {})
     except Exception as exc:  # user code: any failure is the block's failure
         raise BlockFailed(type(exc).__name__, str(exc) or type(exc).__name__) from exc
-    bad = not_json(result)
+    bad = unstorable(result)
     if bad:
-        raise BlockFailed("invalid_output", f"{name!r} returned a value that is not JSON: {bad}")
+        raise BlockFailed(
+            "invalid_output", f"{name!r} returned a value that is not storable JSON: {bad}"
+        )
     declared = block.config.get("outputs")
     if declared:
         if not isinstance(result, Mapping):

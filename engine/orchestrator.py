@@ -20,7 +20,6 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import DBAPIError, PendingRollbackError
 from sqlalchemy.orm import Session, defer
 
 from engine.answers import none_valid
@@ -29,6 +28,7 @@ from engine.claims import Claim, HolderCheck, claim, finish
 from engine.clock import as_utc, utcnow
 from engine.db.models import BlockExecution, ConsensusAttempt, ModelCall, Run, Step
 from engine.db.session import Database, lock_row
+from engine.dbfaults import DatabaseAway, database_away
 from engine.events import EventBus, PollingBus, record_run, record_steps
 from engine.execute import (
     BlockFailed,
@@ -45,13 +45,16 @@ from engine.execute import (
 from engine.graph.model import Block, Graph
 from engine.graph.parse import parse_graph
 from engine.ids import new_id
+from engine.leases import LeaseKeeper
 from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
 from engine.limits import charge, check_fan_out, measured
 from engine.outbox import held_by
 from engine.ports import Dispatcher, Work, WorkKind
 from engine.providers.base import ModelResponse
+from engine.refusals import settle_screened
 from engine.scheduler import AWAITING, LoopingRisk, Resolved, Scheduler
 from engine.settings import Settings
+from engine.storable import clean_text
 from engine.termination import terminate_run
 from engine.usage import add_usage
 
@@ -61,9 +64,10 @@ log = logging.getLogger("quorum.orchestrator")
 # How often a chain run in-process nudges event listeners (see ``_notify``).
 NOTIFY_EVERY_S = 0.05
 
-# The database went away under us: retry the message later, settle nothing. A session
-# whose connection broke mid-transaction raises PendingRollbackError, not a DBAPIError.
-DATABASE_AWAY = (DBAPIError, PendingRollbackError)
+# The database went away under us: retry the message later, settle nothing. Only
+# connection-level errors become DatabaseAway (engine.dbfaults); a value the database
+# refuses fails its block instead (engine.refusals), since a retry would be refused again.
+DATABASE_AWAY = (DatabaseAway,)
 
 
 class RetryRow(Exception):
@@ -138,6 +142,8 @@ class Orchestrator:
     _keep_next: bool = False
     _next: Job | None = None
     events: EventBus = field(default_factory=PollingBus)
+    # Renews the leases of the rows this process works on (None: leases only run out).
+    leases: LeaseKeeper | None = None
 
     # -- entry points (one per message kind) ---------------------------------------
 
@@ -187,6 +193,8 @@ class Orchestrator:
             now=now,
             dead_holders=dead,
         )
+        if c is not None and self.leases is not None:
+            self.leases.hold(model, row_id, c.attempt)
         if dead:
             # The process that ran this row died, maybe in the middle of rows it ran
             # in-process after it: publish them again, their claims take them over.
@@ -208,12 +216,28 @@ class Orchestrator:
             self._revoke(self._pending_revoke)
             self._notify(force=self._next is None)
             return self._next
-        except DATABASE_AWAY:
-            raise  # the database is away: let the task adapter retry; nothing was settled
-        except Exception as exc:  # the finally safety net: never leave a run "running"
+        except Exception as exc:
+            self._next = None  # nothing runs next after a fault: the lease of it runs out
+            if database_away(exc):
+                # Let the task adapter retry the message; nothing was settled.
+                raise DatabaseAway(f"database away: {type(exc).__name__}") from exc
+            # The finally safety net: never leave a run "running".
             log.exception("orchestration fault", extra={"kind": str(kind), "id": row_id})
-            self._safety_net(kind, row_id, exc)
+            try:
+                self._safety_net(kind, row_id, exc)
+            except Exception as again:
+                if database_away(again):
+                    raise DatabaseAway(f"database away: {type(again).__name__}") from again
+                raise
             return None
+        finally:
+            if self.leases is not None:
+                # Done with every row but the successor this process runs next: their
+                # leases run out if this process left one unsettled.
+                keep: list[tuple[Any, str]] = []
+                if self._next is not None:
+                    keep.append((Step, self._next.id))
+                self.leases.keep_only(keep)
 
     # -- steps ------------------------------------------------------------------------
 
@@ -227,8 +251,14 @@ class Orchestrator:
             f"orchestrator.after_claim:{job.block.id}"
         ):
             raise InjectedFault(f"fault injected after claiming {job.block.id}")
-        result = self._execute(job)
-        self._settle_step(job, result)
+        settle_screened(self._settle_step_fresh(job), self._execute(job), row=job.id)
+
+    def _settle_step_fresh(self, job: Job) -> Any:
+        def settle(result: Result) -> None:
+            self._next = None  # a successor claimed by a rolled-back settle is not ours
+            self._settle_step(job, result)
+
+        return settle
 
     def _claim_step(self, step_id: str) -> Job | None:
         now = utcnow()
@@ -410,6 +440,8 @@ class Orchestrator:
         if sched.claimed is not None:
             # Created already claimed by this process (Scheduler.claim_for).
             self._next = self._job_of(SimpleNamespace(**sched.claimed), run)
+            if self.leases is not None:
+                self.leases.hold(Step, self._next.id, self._next.attempt)
             return
         ready = next(
             (
@@ -569,7 +601,11 @@ class Orchestrator:
             response = call_model(self.tools.provider, request)
         except BlockFailed as failure:
             response = failure
-        self._settle_attempt(attempt_id, attempt, owner, response)
+        settle_screened(
+            lambda result: self._settle_attempt(attempt_id, attempt, owner, result),
+            response,
+            row=attempt_id,
+        )
 
     def _owner_job(self, s: Session, att: ConsensusAttempt) -> Job | None:
         if att.owner_kind == WorkKind.STEP:
@@ -675,7 +711,9 @@ class Orchestrator:
             return
         job = _execution_job(c.row)
         # A consensus block's result is its fan-out (FanOutConsensus), settled like any other.
-        self._settle_execution(job, self._execute(job))
+        settle_screened(
+            lambda result: self._settle_execution(job, result), self._execute(job), row=job.id
+        )
 
     def _settle_execution(
         self, job: Job, result: Result, *, session: Session | None = None
@@ -833,7 +871,8 @@ class Orchestrator:
 
     def _safety_net(self, kind: WorkKind, row_id: str, exc: Exception) -> None:
         now = utcnow()
-        error = {"type": type(exc).__name__, "message": str(exc)[:2000]}
+        # The message may quote a refused value: write out what no column can hold.
+        error = {"type": type(exc).__name__, "message": clean_text(str(exc))[:2000]}
         revoke: list[Work] = []
         with self.db.transaction() as s:
             if kind == WorkKind.ATTEMPT:

@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from engine.claims import HolderCheck
-from engine.clock import as_utc, utcnow
+from engine.clock import utcnow
 from engine.db.models import BlockExecution, ConsensusAttempt, Run, Step
 from engine.db.session import Database
+from engine.leases import lease_expired
 from engine.lifecycle import RunStatus, StepState
 from engine.ports import Dispatcher, Work, WorkKind
 from engine.runs import mark_queued
@@ -43,9 +44,10 @@ def sweep(
     """Publish again every open, undelivered row older than ``older_than_s``; return the count.
 
     With ``holder_alive``, ``running`` rows are swept too when their holder is provably
-    gone (its process is dead, or its lease of ``lease_s`` ran out): their message may have
-    vanished with the holder (a killed worker during a broker restart), and nothing else
-    would ever deliver them again. The claim re-checks the holder, so this is safe.
+    gone (its process is dead) or no longer working on them (its heartbeat lease of
+    ``lease_s`` ran out): their message may have vanished with the holder (a killed worker
+    during a broker restart, a host cut off), and nothing else would ever deliver them
+    again. The claim re-checks the holder, so this is safe.
     """
     now = utcnow()
     cutoff = now - timedelta(seconds=older_than_s)
@@ -92,19 +94,26 @@ def _orphans(
     s: Any, now: Any, cutoff: Any, lease_s: float | None, holder_alive: HolderCheck, batch: int
 ) -> list[Work]:
     found: list[Work] = []
+    lease = timedelta(seconds=lease_s) if lease_s is not None else None
     for model, kind in _KINDS:
-        stmt = select(model.id, model.worker, model.started_at).where(
-            model.state == StepState.RUNNING, model.started_at < cutoff
+        # Candidates: a lease that ran out (noticed as soon as it does, not only after
+        # the outbox delay), or a row old enough that a dead local holder is worth a look.
+        candidates = [model.started_at < cutoff]
+        if lease is not None:
+            candidates += [
+                model.leased_until < now,
+                and_(model.leased_until.is_(None), model.started_at < now - lease),
+            ]
+        stmt = select(model.id, model.worker, model.started_at, model.leased_until).where(
+            model.state == StepState.RUNNING, or_(*candidates)
         )
         if hasattr(model, "open_children"):
             # A for_each or consensus owner waits on its children, not on a worker.
             stmt = stmt.where(model.open_children == 0)
         for row in s.execute(stmt.order_by(model.started_at).limit(batch)).all():
-            alive = holder_alive(row.worker or "")
-            expired = lease_s is not None and (as_utc(row.started_at) or now) < now - timedelta(
-                seconds=lease_s
-            )
-            if alive is False or (alive is None and expired):
+            # A live holder whose lease ran out is no longer working on the row.
+            expired = lease is not None and lease_expired(row, now, lease)
+            if expired or holder_alive(row.worker or "") is False:
                 found.append(Work(kind=kind, id=row.id))
     return found
 

@@ -29,6 +29,7 @@ from engine.graph.model import Block, Edge, Graph
 from engine.ids import new_id
 from engine.lifecycle import OPEN_STEP_STATES, RUN, STEP, RunStatus, StepState, transition
 from engine.ports import Work, WorkKind
+from engine.storable import check_step_id
 
 _SCOPE_TAIL = re.compile(r"^(?:(?P<parent>.*)/)?(?P<fe>[a-z][a-z0-9_-]*)\[(?P<index>\d+)\]$")
 
@@ -135,11 +136,13 @@ class Scheduler:
         state = state or self._state_for_new()
         if visit > self.max_visits:
             raise LoopingRisk(block.id, visit)
+        path = step_path(turn, scope, block.id, visit)
+        check_step_id(path)  # deep nesting can outgrow the column: fail the step that made it
         return {
             "id": new_id(),
             "run_id": self.run.id,
             "turn_index": turn,
-            "step_id": step_path(turn, scope, block.id, visit),
+            "step_id": path,
             "scope": scope,
             "block_id": block.id,
             "block_type": block.type,

@@ -50,8 +50,13 @@ class Settings:
     auth_cache_s: float = 10.0
     # A pending/queued row older than this is assumed lost by the broker and re-published.
     outbox_after_s: float = 60.0
-    # A running row whose holder cannot be proven alive is taken over after this long.
-    lease_s: float = 900.0
+    # A running row is leased to its worker for this long, and the worker renews the lease
+    # every third of it while it works on the row (engine.leases); a row whose lease ran
+    # out (its host vanished, is cut off, or gave the row up) is taken over.
+    lease_s: float = 30.0
+    # This worker's host in its identity ("host:pid"); empty: the hostname, plus the
+    # network namespace when it is not the machine's own (another host, for the leases).
+    worker_host: str = ""
     stale_run_after_s: float = 3600.0
     provider: str = "local"
     provider_base_url: str = ""

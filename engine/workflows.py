@@ -16,6 +16,7 @@ from engine.graph.model import Graph
 from engine.graph.parse import parse_graph
 from engine.limits import route_errors
 from engine.pages import Page, PageRequest, paginate
+from engine.shapes import check_shapes
 
 
 def _graph_dict(graph: Graph) -> dict[str, Any]:
@@ -41,7 +42,11 @@ MAX_ROUTES = 50
 def _parse_client_graph(
     blocks: list[Any], edges: list[Any], max_blocks: int, max_routes: int = MAX_ROUTES
 ) -> Graph:
-    return _parse({"blocks": blocks, "edges": edges}, max_blocks, max_routes, loc=BODY, strict=True)
+    graph = _parse(
+        {"blocks": blocks, "edges": edges}, max_blocks, max_routes, loc=BODY, strict=True
+    )
+    check_shapes(graph, BODY)
+    return graph
 
 
 def _parse(
@@ -185,6 +190,7 @@ def patch_block(
             max_routes,
             loc=("draft",),
         )
+        check_shapes(graph, ("draft",))
     except Invalid as exc:
         raise Invalid(
             f"the change to block {block_id} makes the draft invalid",

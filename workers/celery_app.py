@@ -46,7 +46,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
         worker_enable_soft_shutdown_on_idle=True,
         worker_hijack_root_logger=False,
         beat_schedule={
-            "outbox-sweep": {"task": TASK_SWEEP, "schedule": max(5.0, settings.outbox_after_s / 2)},
+            "outbox-sweep": {"task": TASK_SWEEP, "schedule": sweep_every_s(settings)},
             "stale-run-reaper": {"task": TASK_REAP, "schedule": 60.0},
             "idempotency-purge": {"task": TASK_PURGE, "schedule": 3600.0},
         },
@@ -54,6 +54,11 @@ def create_celery(settings: Settings | None = None) -> Celery:
     app.quorum_settings = settings
     register(app)
     return app
+
+
+def sweep_every_s(settings: Settings) -> float:
+    """Often enough to re-publish lost messages, and to notice a lease that ran out soon."""
+    return max(2.0, min(settings.outbox_after_s / 2, settings.lease_s / 3))
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -71,8 +76,8 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
             "polling_interval": 0.05,
         }
     return {
-        # Longer than the longest block (the lease): Redis redelivers an unacknowledged
-        # message after this, and an early redelivery would be a duplicate run.
+        # Redis redelivers an unacknowledged message after this. The claim drops such a
+        # duplicate while the holder's lease is renewed, but each one costs a claim.
         "visibility_timeout": int(max(settings.lease_s * 2, 3600)),
         "socket_timeout": 5,
         "socket_connect_timeout": 3,

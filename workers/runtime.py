@@ -5,6 +5,7 @@ Built lazily in the process that runs tasks (after the prefork fork), never at i
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from celery import Celery
 from engine.db.session import Database
 from engine.execute import Toolbox
 from engine.functions import build_registry
+from engine.leases import LeaseKeeper
 from engine.orchestrator import Orchestrator
 from engine.providers.base import Provider, ProviderConfig
 from engine.providers.factory import build_provider
@@ -21,16 +23,34 @@ from engine.settings import Settings
 from workers.dispatch import CeleryDispatcher
 from workers.events import event_bus
 
-HOSTNAME = socket.gethostname()
+
+@functools.cache
+def worker_host() -> str:
+    """This process's host in worker identities: ``QUORUM_WORKER_HOST``, else the hostname
+    and the network namespace (``vm~net4026531833``).
+
+    Processes in two network namespaces of one machine (``ip netns exec``, containers
+    sharing a hostname) can be cut off from the database apart, so they count as two
+    hosts: a process's pid is checked for liveness only by processes of its own host.
+    """
+    configured = Settings.from_env().worker_host
+    if configured:
+        return configured
+    host = socket.gethostname()
+    try:
+        link = os.readlink("/proc/self/ns/net")  # "net:[4026531833]"
+    except OSError:
+        return host  # not Linux
+    return f"{host}~net{link.removeprefix('net:[').rstrip(']')}"
 
 
 def identity() -> str:
-    return f"{HOSTNAME}:{os.getpid()}"
+    return f"{worker_host()}:{os.getpid()}"
 
 
 def holder_alive(holder: str) -> bool | None:
     host, _, pid_text = holder.rpartition(":")
-    if host != HOSTNAME or not pid_text.isdigit():
+    if host != worker_host() or not pid_text.isdigit():
         return None  # another machine: only the lease can tell
     pid = int(pid_text)
     if pid == os.getpid():
@@ -53,8 +73,10 @@ class Runtime:
     provider: Provider
     orchestrator: Orchestrator
     dispatcher: CeleryDispatcher
+    leases: LeaseKeeper
 
     def close(self) -> None:
+        self.leases.stop()
         self.provider.close()
         self.db.close()
 
@@ -72,6 +94,9 @@ def runtime_for(app: Celery) -> Runtime:
         provider = build_provider(ProviderConfig.from_settings(settings))
         dispatcher = CeleryDispatcher(app)
         tools = Toolbox(functions=build_registry(settings.functions), provider=provider)
+        # Started here, in the process that runs tasks (after the prefork fork).
+        leases = LeaseKeeper(db, worker=identity(), lease_s=settings.lease_s)
+        leases.start()
         orchestrator = Orchestrator(
             db=db,
             dispatcher=dispatcher,
@@ -80,6 +105,7 @@ def runtime_for(app: Celery) -> Runtime:
             worker=identity(),
             holder_alive=holder_alive,
             events=event_bus(settings),
+            leases=leases,
         )
         rt = Runtime(
             settings=settings,
@@ -87,6 +113,7 @@ def runtime_for(app: Celery) -> Runtime:
             provider=provider,
             orchestrator=orchestrator,
             dispatcher=dispatcher,
+            leases=leases,
         )
         _runtimes[pid] = rt
     return rt

@@ -149,6 +149,9 @@ class LifecycleColumns:
     started_at: Mapped[datetime | None] = mapped_column(Time)
     completed_at: Mapped[datetime | None] = mapped_column(Time)
     worker: Mapped[str | None] = mapped_column(String(200))
+    # Until when the holder is known to be working on the row: set by the claim, pushed
+    # ahead by the holder's heartbeat (engine.leases); a running row past it is taken over.
+    leased_until: Mapped[datetime | None] = mapped_column(Time)
     # Fencing token: bumped by every claim; only the current attempt may complete the row.
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     error_type: Mapped[str | None] = mapped_column(String(200))

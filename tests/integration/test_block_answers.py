@@ -191,12 +191,12 @@ def test_a_function_result_that_is_not_json_fails_its_step(api: Api) -> None:
     assert run["error"]["type"] == "invalid_output" and run["error"]["block_id"] == "f"
     life = by_step_id(api.steps(run["id"]))["f"]["lifecycle"]
     assert life["status"] == "error" and life["error"]["type"] == "invalid_output"
-    assert life["message"] == "'as_set' returned a value that is not JSON: a set at seen"
+    assert life["message"] == "'as_set' returned a value that is not storable JSON: a set at seen"
 
     created = api.post(EXECUTIONS, {"run_id": run["id"], "block_id": "f"})
     assert created.status_code == 202, created.text
     ex = api.wait_execution(created.json()["id"])
     assert ex["lifecycle"]["error"] == {
         "type": "invalid_output",
-        "message": "'as_set' returned a value that is not JSON: a set at seen",
+        "message": "'as_set' returned a value that is not storable JSON: a set at seen",
     }

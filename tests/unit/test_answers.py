@@ -14,7 +14,7 @@ from engine.answers import (
     answer_problem,
     none_valid,
 )
-from engine.json_values import not_json
+from engine.storable import unstorable
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -89,15 +89,15 @@ def test_none_valid_blames_the_answers_when_models_answered() -> None:
         ({1, 2}, "a set at the top"),
         ({"a": [1, {"b": {2}}]}, "a set at a[1].b"),
         ({"when": date(2026, 1, 1)}, "a date at when"),
-        ({(1, 2): "x"}, "a tuple key (1, 2) at the top"),
-        ([float("nan")], "the number nan at [0]"),
+        ({(1, 2): "x"}, "a tuple key at the top"),
+        ([float("nan")], "the number NaN at [0]"),
         ({"x": float("inf")}, "the number inf at x"),
         (b"bytes", "a bytes at the top"),
     ],
 )
-def test_not_json_names_the_first_value_that_is_not(value: Any, found: str) -> None:
-    assert not_json(value) == found
+def test_a_function_result_names_the_first_value_that_is_not_json(value: Any, found: str) -> None:
+    assert unstorable(value) == found
 
 
 def test_json_values_pass() -> None:
-    assert not_json({"a": [1, 2.5, "x", None, True, {"b": []}], "t": (1, 2)}) is None
+    assert unstorable({"a": [1, 2.5, "x", None, True, {"b": []}], "t": (1, 2)}) is None

@@ -8,7 +8,6 @@ models. The Celery and PostgreSQL paths are covered by the integration tests.
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,25 +42,10 @@ from engine.reaper import reap
 from engine.runs import cancel_run, mark_queued, pause_run, resume_run, start_run
 from engine.scheduler import Scheduler
 from engine.settings import Settings
+from engine.testing import Order, QueueDispatcher, deliver, drain
 from engine.workflows import create_workflow
 
 # -- test doubles ---------------------------------------------------------------------------
-
-
-class QueueDispatcher:
-    """The Dispatcher port as a list: what a broker would deliver, in publish order."""
-
-    def __init__(self) -> None:
-        self.queue: list[Work] = []
-        self.published: list[Work] = []
-        self.revoked: list[Work] = []
-
-    def dispatch(self, work: Sequence[Work]) -> None:
-        self.queue.extend(work)
-        self.published.extend(work)
-
-    def revoke(self, work: Sequence[Work]) -> None:
-        self.revoked.extend(work)
 
 
 class ScriptedProvider:
@@ -166,29 +150,10 @@ class Harness:
     # -- workers ------------------------------------------------------------------------
 
     def deliver(self, work: Work, orch: Orchestrator | None = None) -> None:
-        o = orch or self.orch
-        if work.kind == WorkKind.STEP:
-            o.run_step(work.id)
-        elif work.kind == WorkKind.ATTEMPT:
-            o.run_attempt(work.id)
-        else:
-            o.run_execution(work.id)
+        deliver(orch or self.orch, work)
 
-    def drain(self, order: str = "fifo", *, seed: int = 0, limit: int = 10_000) -> int:
-        rng = random.Random(seed)
-        handled = 0
-        queue = self.dispatcher.queue
-        while queue:
-            if order == "fifo":
-                work = queue.pop(0)
-            elif order == "lifo":
-                work = queue.pop()
-            else:
-                work = queue.pop(rng.randrange(len(queue)))
-            self.deliver(work)
-            handled += 1
-            assert handled < limit, "the queue never drains"
-        return handled
+    def drain(self, order: Order = "fifo", *, seed: int = 0, limit: int = 10_000) -> int:
+        return drain(self.orch, self.dispatcher, order, seed=seed, limit=limit)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -1245,8 +1210,9 @@ def test_claim_and_finish_semantics(h: Harness) -> None:
     first = do_claim("w:1", None, t0)
     assert (first.attempt, first.taken_over) == (1, False)
     assert h.steps(run_id)["start"].queued_at is not None
-    # Running and the holder alive, or unknown within the lease: a duplicate.
-    assert do_claim("w:2", True, t0 + timedelta(hours=1)) is None
+    # Running and the holder alive or unknown, within its lease: a duplicate (a live
+    # holder past its lease is taken over: tests/unit/test_leases.py).
+    assert do_claim("w:2", True, t0 + timedelta(minutes=14)) is None
     assert do_claim("w:2", None, t0 + timedelta(minutes=1)) is None
     # The holder is gone: taken over, with the next attempt number.
     second = do_claim("w:2", False, t0 + timedelta(minutes=1))
@@ -1322,7 +1288,10 @@ def test_outbox_republishes_a_running_row_whose_holder_died_with_its_message(
     )
     assert unknown_host == 0  # another host: only an expired lease tells
     h.dispatcher.queue.clear()
-    assert sweep(h.db, h.dispatcher, older_than_s=0, lease_s=0, holder_alive=lambda w: None) == 1
+    with h.db.transaction() as s:  # nobody renewed its lease: it ran out
+        expired = utcnow() - timedelta(seconds=1)
+        s.execute(update(Step).where(Step.id == step_id).values(leased_until=expired))
+    assert sweep(h.db, h.dispatcher, older_than_s=0, lease_s=3600, holder_alive=lambda w: None) == 1
     rescuer = h.orchestrator("test-host:9", lambda holder: False)  # it knows the holder died
     rescuer.run_step(h.dispatcher.queue.pop(0).id)
     h.drain()

@@ -1,0 +1,181 @@
+"""An in-process dispatcher: the engine end to end in one process, without a broker.
+
+A test double that ships with the package (like dramatiq's ``StubBroker``): the
+:class:`QueueDispatcher` keeps what a broker would deliver in a list, and :func:`drain`
+plays the workers, handing each message to an :class:`~engine.orchestrator.Orchestrator`
+in FIFO, LIFO or shuffled order to vary the interleavings a real broker produces. It is
+what the unit tests and the graph property test run workflows on; production uses
+``workers.dispatch.CeleryDispatcher``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Protocol
+
+from sqlalchemy import select
+
+from engine.db.models import Base, Organization, Run, Step
+from engine.db.session import Database
+from engine.execute import Toolbox
+from engine.functions import FunctionRegistry
+from engine.orchestrator import Orchestrator
+from engine.ports import Work, WorkKind
+from engine.providers.base import Provider, ProviderConfig
+from engine.providers.factory import build_provider
+from engine.runs import mark_queued, start_run
+from engine.settings import Settings
+from engine.workflows import create_workflow
+
+Order = Literal["fifo", "lifo", "shuffle"]
+
+
+class QueueDispatcher:
+    """The Dispatcher port as a list: what a broker would deliver, in publish order."""
+
+    def __init__(self) -> None:
+        self.queue: list[Work] = []
+        self.published: list[Work] = []
+        self.revoked: list[Work] = []
+
+    def dispatch(self, work: Sequence[Work]) -> None:
+        self.queue.extend(work)
+        self.published.extend(work)
+
+    def revoke(self, work: Sequence[Work]) -> None:
+        self.revoked.extend(work)
+
+
+class Runner(Protocol):
+    """What a worker calls for each message kind (the Orchestrator's entry points)."""
+
+    def run_step(self, step_id: str, *, retried: bool = False) -> None: ...
+
+    def run_execution(self, execution_id: str, *, retried: bool = False) -> None: ...
+
+    def run_attempt(self, attempt_id: str, *, retried: bool = False) -> None: ...
+
+
+class QueueNeverDrains(AssertionError):
+    """More messages were handled than the limit: something keeps publishing."""
+
+
+def deliver(runner: Runner, work: Work) -> None:
+    """Hand one message to a worker, as the Celery task of its kind does."""
+    if work.kind == WorkKind.STEP:
+        runner.run_step(work.id)
+    elif work.kind == WorkKind.ATTEMPT:
+        runner.run_attempt(work.id)
+    else:
+        runner.run_execution(work.id)
+
+
+def drain(
+    runner: Runner,
+    dispatcher: QueueDispatcher,
+    order: Order = "fifo",
+    *,
+    seed: int = 0,
+    limit: int = 10_000,
+) -> int:
+    """Deliver queued messages until none is left; return how many were handled.
+
+    Delays (a retry's backoff) are not waited for: the claim does not look at them.
+    """
+    rng = random.Random(seed)
+    handled = 0
+    queue = dispatcher.queue
+    while queue:
+        if order == "fifo":
+            work = queue.pop(0)
+        elif order == "lifo":
+            work = queue.pop()
+        else:
+            work = queue.pop(rng.randrange(len(queue)))
+        deliver(runner, work)
+        handled += 1
+        if handled >= limit:
+            raise QueueNeverDrains(f"still {len(queue)} messages after handling {handled}")
+    return handled
+
+
+class InProcessEngine:
+    """A whole engine in one process: a database, one organization, an orchestrator on a
+    :class:`QueueDispatcher`. ``run_to_rest`` starts a run and drains its messages."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        functions: FunctionRegistry | None = None,
+        provider: Provider | None = None,
+        worker: str = "in-process:1",
+    ) -> None:
+        self.settings = settings
+        self.db = Database(settings)
+        Base.metadata.create_all(self.db.engine)
+        with self.db.transaction() as s:
+            org = Organization(name="in-process")
+            s.add(org)
+            s.flush()
+            self.org_id = org.id
+        self.functions = functions or FunctionRegistry()
+        self.provider = provider or build_provider(ProviderConfig.from_settings(settings))
+        self.dispatcher = QueueDispatcher()
+        self.orchestrator = Orchestrator(
+            db=self.db,
+            dispatcher=self.dispatcher,
+            tools=Toolbox(functions=self.functions, provider=self.provider),
+            settings=settings,
+            worker=worker,
+            holder_alive=lambda holder: None,
+        )
+
+    def workflow(self, graph: Mapping[str, Any], name: str = "wf") -> str:
+        """Save a workflow as the API does (validation included); return its id."""
+        with self.db.transaction() as s:
+            wf = create_workflow(
+                s, self.org_id, name=name, blocks=list(graph["blocks"]), edges=list(graph["edges"])
+            )
+            return wf.id
+
+    def start(self, workflow_id: str, inputs: Mapping[str, Any]) -> str:
+        """What the API does: commit the run, publish its first messages, mark them queued."""
+        with self.db.transaction() as s:
+            started = start_run(s, self.org_id, workflow_id=workflow_id, inputs=dict(inputs))
+            run_id, work = started.run.id, started.work
+        self.dispatcher.dispatch(work)
+        with self.db.transaction() as s:
+            mark_queued(s, Step, [w.id for w in work if w.kind == WorkKind.STEP])
+        return run_id
+
+    def drain(self, order: Order = "fifo", *, seed: int = 0, limit: int = 10_000) -> int:
+        return drain(self.orchestrator, self.dispatcher, order, seed=seed, limit=limit)
+
+    def run_to_rest(
+        self,
+        graph: Mapping[str, Any],
+        inputs: Mapping[str, Any],
+        order: Order = "fifo",
+        seed: int = 0,
+    ) -> str:
+        run_id = self.start(self.workflow(graph), inputs)
+        self.drain(order, seed=seed)
+        return run_id
+
+    def run(self, run_id: str) -> Run:
+        with self.db.sessions() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                raise LookupError(run_id)
+            return run
+
+    def steps(self, run_id: str) -> dict[str, Step]:
+        with self.db.sessions() as s:
+            rows = s.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.created_at))
+            return {r.step_id: r for r in rows}
+
+    def close(self) -> None:
+        self.provider.close()
+        self.db.close()
