@@ -8,6 +8,7 @@ from typing import Any
 from celery import Celery
 
 from engine.settings import Settings
+from workers.broker import TRANSPORT
 
 TASK_STEP = "quorum.step.execute"
 TASK_EXECUTION = "quorum.block_execution.execute"
@@ -20,6 +21,10 @@ TASK_PURGE = "quorum.idempotency.purge"
 def create_celery(settings: Settings | None = None) -> Celery:
     settings = settings or Settings.from_env()
     app = Celery("quorum", broker=settings.effective_broker_url, set_as_current=False)
+    if settings.effective_broker_url.startswith("redis://"):
+        # kombu's Redis transport with the fix that keeps a worker alive across a Redis
+        # restart (see workers/broker.py).
+        app.conf.broker_transport = TRANSPORT
     app.conf.update(
         # At least once: a message is acknowledged only after the task ran, and a worker
         # process that dies mid-task gives its message back instead of losing it.
@@ -57,9 +62,10 @@ def create_celery(settings: Settings | None = None) -> Celery:
         },
     )
     app.quorum_settings = settings
-    from workers import tasks
+    from workers import faults, tasks
 
     tasks.register(app)
+    faults.install(app, settings)
     return app
 
 

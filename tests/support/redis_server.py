@@ -66,6 +66,13 @@ class RedisServer:
             self.proc.wait(timeout=10)
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL: clients' connections reset, nothing closed in order."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
     def restart(self) -> None:
         """Everything queued in memory is lost, as in a real Redis restart."""
         self.stop()
