@@ -33,6 +33,9 @@ class ChaosConfig:
     fault_gap_s: tuple[float, float] = (2.0, 8.0)  # between kills, Redis restarts, cuts
     # Load and limits.
     clients: int = 16  # threads POSTing units
+    # First POSTs per second (retries are not paced): units keep arriving while the
+    # faults happen instead of all in the first seconds. None: as fast as the API answers.
+    post_rate: float | None = 15.0
     timeout_s: float = 1800.0
     seed: int = 7
 

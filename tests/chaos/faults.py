@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -129,20 +130,26 @@ class FaultInjector:
             time.sleep(0.05)
 
     def _partition(self) -> None:
-        """Cut the second host off once it holds rows, for longer than the lease."""
+        """Cut the second host off while it holds rows, for longer than the lease."""
         assert self.host2 is not None
-        held: list[tuple[str, str, int]] = []
-        deadline = time.monotonic() + 60
-        while not held and time.monotonic() < deadline and not self._stop.is_set():
+        deadline = time.monotonic() + 120
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if not self._held_by_host2():
+                time.sleep(0.02)
+                continue
+            self.host2.partition()
+            # What it holds now, seen from this side, it cannot settle until reconnected
+            # (a row it settled just before the cut is not one of them).
             held = self._held_by_host2()
             if not held:
-                time.sleep(0.02)
-        self.host2.partition()
-        self.cut_rows.extend(held)
-        self.counts["partitions"] += 1
-        log.warning("second host cut off holding %d rows", len(held))
-        self._stop.wait(self.config.partition_s)
-        self.host2.reconnect()
+                self.host2.reconnect()
+                continue
+            self.cut_rows.extend(held)
+            self.counts["partitions"] += 1
+            log.warning("second host cut off holding %d rows", len(held))
+            self._stop.wait(self.config.partition_s)
+            self.host2.reconnect()
+            return
 
     def _held_by_host2(self) -> list[tuple[str, str, int]]:
         assert self.host2 is not None
@@ -184,6 +191,12 @@ def taken_over(db_url: str, rows: list[tuple[str, str, int]]) -> int:
                 ).one()
                 if row.attempt > attempt and row.state in ("completed", "error", "cancelled"):
                     found += 1
+                else:
+                    print(
+                        f"chaos: cut row not taken over: {table} {row_id} held at attempt "
+                        f"{attempt}, now {row.state} attempt {row.attempt}",
+                        file=sys.stderr,
+                    )
     finally:
         engine.dispose()
     return found

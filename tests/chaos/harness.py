@@ -139,7 +139,9 @@ def _drive(
     )
     t0 = time.monotonic()
     deadline = t0 + config.timeout_s
-    submitter = Submitter(base_url=fleet.base_url, api_key=key, clients=config.clients)
+    submitter = Submitter(
+        base_url=fleet.base_url, api_key=key, clients=config.clients, rate=config.post_rate
+    )
     faults.start(pg=config.pg_during_posts)
     engine = create_engine(db_url, pool_pre_ping=True)
     try:

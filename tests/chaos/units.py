@@ -148,6 +148,7 @@ class Submitter:
     base_url: str
     api_key: str
     clients: int
+    rate: float | None = None  # first POSTs per second
     ids: dict[str, str] = field(default_factory=dict)  # unit key -> the id answered
     statuses: Counter[str] = field(default_factory=Counter)
     posts: int = 0
@@ -156,7 +157,8 @@ class Submitter:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def submit(self, units: list[Unit], *, deadline: float) -> None:
-        ready: list[tuple[float, int, Unit, int]] = [(0.0, i, u, 0) for i, u in enumerate(units)]
+        start, gap = time.monotonic(), 1.0 / self.rate if self.rate else 0.0
+        ready = [(start + i * gap, i, u, 0) for i, u in enumerate(units)]
         heapq.heapify(ready)
         cond = threading.Condition(self._lock)
         pending = [len(units)]

@@ -32,13 +32,15 @@ SMALL = ChaosConfig(
     min_pg_restarts=1,
     partitions=1,
     lease_s=3.0,
-    partition_s=6.0,
+    partition_s=10.0,
     fault_gap_s=(0.3, 1.5),
     clients=8,
+    post_rate=30.0,
     timeout_s=240,
 )
 
 
+@pytest.mark.timeout(300)
 def test_small_chaos_loses_nothing_and_does_nothing_twice(tmp_path: Path) -> None:
     require_postgres()  # the server binaries and redis-server come with the services
     require_redis()
