@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 from engine.db.migrate import upgrade
 from tests.chaos.config import ChaosConfig, Figures
 from tests.chaos.faults import FaultInjector, taken_over
-from tests.chaos.measure import outcome, stuck, wait_until_done
+from tests.chaos.measure import Outcome, outcome, stuck, wait_until_done
 from tests.chaos.units import (
     Sources,
     Submitter,
@@ -165,8 +165,14 @@ def _drive(
         print(f"chaos: not finished: {line}", file=sys.stderr)
     engine.dispose()
     print(f"chaos answers: {dict(submitter.statuses)}", file=sys.stderr)
+    return _figures(found, faults, fleet, submitter, elapsed_s=time.monotonic() - t0)
+
+
+def _figures(
+    found: Outcome, faults: FaultInjector, fleet: Fleet, submitter: Submitter, *, elapsed_s: float
+) -> Figures:
     return Figures(
-        units=len(units),
+        units=found.completed + found.errored + found.lost,
         lost=found.lost,
         duplicates_terminal=found.duplicates_terminal,
         duplicates_by_key=found.duplicates_by_key,
@@ -178,9 +184,9 @@ def _drive(
         workers_exited=_exited(fleet),
         completed=found.completed,
         errored=found.errored,
-        taken_over=taken_over(db_url, faults.cut_rows),
+        taken_over=taken_over(faults.db_url, faults.cut_rows),
         posts=submitter.posts,
-        elapsed_s=time.monotonic() - t0,
+        elapsed_s=elapsed_s,
     )
 
 
