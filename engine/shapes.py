@@ -60,6 +60,8 @@ def _edges_leaving_loops(graph: Graph, loc: Loc) -> Iterator[FieldError]:
     for j, e in enumerate(graph.edges):
         if e.target in graph.cyclic_blocks or graph.by_id[e.source].type == "router":
             continue  # a block on a loop runs on every activation: it waits for nothing
+        if e.source_handle == "item" and graph.by_id[e.source].type == "for_each":
+            continue  # into the body, which runs on each of the for_each's activations
         comp = next((c for c in loops if e.source in c), None)
         if comp is None:
             continue

@@ -124,7 +124,25 @@ def worker(concurrency: int | None, loglevel: str, name: str | None) -> None:
         argv.append(f"--hostname={name}")
     if settings.is_embedded_broker:
         argv += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
-    app.worker_main(argv)
+    code = _celery_main(app, argv)
+    if code:
+        raise SystemExit(code)
+
+
+def _celery_main(app: Any, argv: list[str]) -> int:
+    """``app.worker_main(argv)``, but returning the worker's exit code.
+
+    celery's ``app.start()`` runs its command line with ``standalone_mode=False`` and drops
+    what click returns: a worker that stopped on an "Unrecoverable error" (exit code 1)
+    made ``quorum worker`` exit 0, and a restart-on-failure supervisor left it down.
+    """
+    from celery.bin.celery import celery
+
+    celery.params[0].default = app
+    try:
+        return int(celery.main(args=argv, standalone_mode=False) or 0)
+    finally:
+        celery.params[0].default = None
 
 
 @main.command()

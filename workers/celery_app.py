@@ -8,6 +8,8 @@ from typing import Any
 from celery import Celery
 
 from engine.settings import Settings
+from workers import faults
+from workers.broker import TRANSPORT
 from workers.names import TASK_PURGE, TASK_REAP, TASK_SWEEP
 from workers.tasks import register
 
@@ -15,6 +17,10 @@ from workers.tasks import register
 def create_celery(settings: Settings | None = None) -> Celery:
     settings = settings or Settings.from_env()
     app = Celery("quorum", broker=settings.effective_broker_url, set_as_current=False)
+    if settings.effective_broker_url.startswith("redis://"):
+        # kombu's Redis transport with the fix that keeps a worker alive across a Redis
+        # restart (see workers/broker.py).
+        app.conf.broker_transport = TRANSPORT
     app.conf.update(
         # At least once: a message is acknowledged only after the task ran, and a worker
         # process that dies mid-task gives its message back instead of losing it.
@@ -53,6 +59,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
     )
     app.quorum_settings = settings
     register(app)
+    faults.install(app, settings)
     return app
 
 

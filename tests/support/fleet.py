@@ -64,11 +64,18 @@ class Fleet:
     app: Flask | None = None
 
     def start_worker(
-        self, name: str, *, concurrency: int = 1, extra_env: dict[str, str] | None = None
+        self,
+        name: str,
+        *,
+        concurrency: int = 1,
+        extra_env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
     ) -> Worker:
+        """``prefix`` runs the worker through another command (``ip netns exec ...``)."""
         return self._start(
             name,
             [
+                *(prefix or []),
                 sys.executable,
                 "-m",
                 "quorum.cli",

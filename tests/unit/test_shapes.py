@@ -146,6 +146,31 @@ def test_the_same_loop_feeding_the_join_through_its_router_runs_to_the_end(
     assert engine.steps(run_id)["report"].outputs == {"output": {"type": "json", "data": 3}}
 
 
+def test_a_for_each_on_a_loop_still_feeds_its_body_through_item(engine: InProcessEngine) -> None:
+    # The 'item' edge goes into the body, which runs on each activation of the for_each:
+    # not an edge leaving the loop.
+    graph = {
+        "blocks": [
+            START,
+            block("pair", "function", function="pair"),
+            block("each", "for_each", body=["inc"]),
+            block("inc", "function", function="inc"),
+            block("again", "router", routes=[{"handle": "loop", "when": "false"}], default="done"),
+            block("end", "end"),
+        ],
+        "edges": [
+            edge("start", "x", "pair", "value"),
+            edge("pair", "output", "each", "items"),
+            edge("each", "item", "inc", "value"),
+            edge("each", "results", "again", "input"),
+            edge("again", "loop", "pair", "value"),
+            edge("again", "done", "end", "all"),
+        ],
+    }
+    run_id = engine.run_to_rest(graph, {"x": 1})
+    assert engine.run(run_id).status == "completed"
+
+
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
     settings = Settings(data_dir=str(tmp_path), rate_limit_per_minute=0)
