@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from flask import Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from api.engine_metrics import register_engine_metrics
+
 
 @dataclass
 class ApiMetrics:
@@ -35,6 +37,8 @@ def install_metrics(app: Flask) -> None:
         ),
     )
     app.extensions["quorum_metrics"] = m
+    runtime = app.extensions["quorum"]
+    register_engine_metrics(reg, runtime.db, outbox_after_s=runtime.settings.outbox_after_s)
 
     @app.before_request
     def _start() -> None:
