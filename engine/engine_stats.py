@@ -48,9 +48,8 @@ class EngineStats:
 def read_stats(db: Database, *, outbox_after_s: float, now: datetime | None = None) -> EngineStats:
     now = now or utcnow()
     with db.transaction() as s:
-        counted = dict(
-            s.execute(select(Run.status, func.count()).group_by(Run.status)).tuples().all()
-        )
+        rows = s.execute(select(Run.status, func.count()).group_by(Run.status)).all()
+        counted = {status: count for status, count in rows}
         runs = {str(status): int(counted.get(status, 0)) for status in RunStatus}
         queues = {
             str(kind): _queue(s, model, now, now - timedelta(seconds=outbox_after_s))

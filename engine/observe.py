@@ -17,6 +17,7 @@ from engine.ports import Metrics
 log = logging.getLogger("quorum.observe")
 
 # Results of a block that neither completed nor failed yet (engine.orchestrator).
+_KINDS = {"steps": "step", "block_executions": "execution", "consensus_attempts": "attempt"}
 _OUTCOMES = {"FanOut": "fanned_out", "FanOutConsensus": "fanned_out", "AwaitInput": "awaiting"}
 
 
@@ -35,7 +36,7 @@ def _seconds(start: datetime | None, end: datetime) -> float | None:
     return max(0.0, (ended - begun).total_seconds())
 
 
-def observe_claim(metrics: Metrics, claimed: Any, now: datetime) -> None:
+def observe_claim(metrics: Metrics, model: Any, claimed: Any, now: datetime) -> None:
     """Queue wait of a claimed row: from ``queued_at`` (else created) to the claim."""
     if claimed is None or claimed.row is None:
         return
@@ -43,9 +44,7 @@ def observe_claim(metrics: Metrics, claimed: Any, now: datetime) -> None:
     try:
         waited = _seconds(row.queued_at or row.created_at, now)
         if waited is not None:
-            kind = {"steps": "step", "block_executions": "execution"}.get(
-                row.__tablename__, "attempt"
-            )
+            kind = _KINDS.get(model.__tablename__, model.__tablename__)
             block_type = str(getattr(row, "block_type", "") or "")
             metrics.observe_queue_wait(kind=kind, block_type=block_type, seconds=waited)
     except Exception:

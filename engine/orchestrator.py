@@ -197,7 +197,7 @@ class Orchestrator:
         )
         if c is not None and self.leases is not None:
             self.leases.hold(model, row_id, c.attempt)
-        observe_claim(self.metrics, c, now)  # metrics:
+        observe_claim(self.metrics, model, c, now)  # metrics:
         if dead:
             # The process that ran this row died, maybe in the middle of rows it ran
             # in-process after it: publish them again, their claims take them over.
