@@ -7,6 +7,8 @@ worker live in the database (``engine.engine_stats``), not in a process.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
@@ -27,20 +29,41 @@ REPUBLISHED = "quorum_outbox_republished_total"
 TERMINATIONS = "quorum_run_terminations_total"
 ENGINE_FAMILIES = (RUNS, QUEUED, QUEUED_AGE, BACKLOG, REPUBLISHED, TERMINATIONS)
 
+# /metrics answers without a key: however often it is asked, one API process reads the
+# database for it at most once per this many seconds.
+READ_EVERY_S = 5.0
+
 
 class EngineCollector(Collector):
-    def __init__(self, db: Database, *, outbox_after_s: float) -> None:
+    def __init__(
+        self, db: Database, *, outbox_after_s: float, read_every_s: float = READ_EVERY_S
+    ) -> None:
         self.db = db
         self.outbox_after_s = outbox_after_s
+        self.read_every_s = read_every_s
+        self._lock = threading.Lock()
+        self._read_at = 0.0
+        self._stats: EngineStats | None = None
 
     def collect(self) -> Iterator[Metric]:
-        try:
-            stats = read_stats(self.db, outbox_after_s=self.outbox_after_s)
-        except Exception:
-            # The request metrics still answer; the gap in these shows the database is away.
-            log.warning("engine metrics not read", exc_info=True)
-            return
-        yield from families(stats)
+        stats = self._read()
+        if stats is not None:
+            yield from families(stats)
+
+    def _read(self) -> EngineStats | None:
+        with self._lock:
+            now = time.monotonic()
+            if self._stats is not None and now - self._read_at < self.read_every_s:
+                return self._stats
+            try:
+                self._stats = read_stats(self.db, outbox_after_s=self.outbox_after_s)
+            except Exception:
+                # The request metrics still answer; the gap in these shows the database away.
+                log.warning("engine metrics not read", exc_info=True)
+                self._stats = None
+                return None
+            self._read_at = now
+            return self._stats
 
 
 def families(stats: EngineStats) -> Iterator[Metric]:
@@ -83,5 +106,7 @@ def _sum(stats: EngineStats, name: str) -> int:
 
 def register_engine_metrics(
     registry: CollectorRegistry, db: Database, *, outbox_after_s: float
-) -> None:
-    registry.register(EngineCollector(db, outbox_after_s=outbox_after_s))
+) -> EngineCollector:
+    collector = EngineCollector(db, outbox_after_s=outbox_after_s)
+    registry.register(collector)
+    return collector

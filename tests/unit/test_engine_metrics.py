@@ -81,6 +81,36 @@ def test_a_database_away_leaves_the_other_metrics_answering() -> None:
     assert generate_latest(registry) == b""
 
 
+class Counting:
+    """A database whose every transaction is counted."""
+
+    def __init__(self, inner: Database) -> None:
+        self.inner = inner
+        self.reads = 0
+
+    def transaction(self) -> Any:
+        self.reads += 1
+        return self.inner.transaction()
+
+
+def test_scrapes_in_a_burst_read_the_database_once(settings: Settings) -> None:
+    db = Database(settings)
+    counting = Counting(db)
+    try:
+        registry = CollectorRegistry()
+        collector = EngineCollector(counting, outbox_after_s=60)  # type: ignore[arg-type]
+        registry.register(collector)
+        first = generate_latest(registry)
+        for _ in range(5):
+            assert generate_latest(registry) == first
+        assert counting.reads == 1
+        collector.read_every_s = 0
+        generate_latest(registry)
+        assert counting.reads == 2
+    finally:
+        db.close()
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Iterator[Settings]:
     settings = Settings(data_dir=str(tmp_path))
