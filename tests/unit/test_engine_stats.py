@@ -116,3 +116,16 @@ def test_a_failing_block_counts_as_an_execution_error_termination(tmp_path: Path
         assert counters(e) == {("run_terminations", "execution_error"): 1}
     finally:
         e.close()
+
+
+def test_the_finally_safety_net_counts_its_terminations(tmp_path: Path) -> None:
+    functions = FunctionRegistry()
+    functions.register("double", lambda inputs, params: inputs["value"] * 2)
+    settings = Settings(data_dir=str(tmp_path), fault_points="orchestrator.after_claim:f")
+    e = InProcessEngine(settings, functions=functions)
+    try:
+        run_id = e.run_to_rest(GRAPH, {"doc": 2})
+        assert e.run(run_id).termination_reason == "finally_safety_net"
+        assert counters(e) == {("run_terminations", "finally_safety_net"): 1}
+    finally:
+        e.close()
