@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from flask import Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from api.engine_metrics import EngineCollector, register_engine_metrics
+
 
 @dataclass
 class ApiMetrics:
     registry: CollectorRegistry
     requests: Counter
     latency: Histogram
+    engine: EngineCollector | None = None
 
 
 def install_metrics(app: Flask) -> None:
@@ -35,6 +38,10 @@ def install_metrics(app: Flask) -> None:
         ),
     )
     app.extensions["quorum_metrics"] = m
+    runtime = app.extensions["quorum"]
+    m.engine = register_engine_metrics(
+        reg, runtime.db, outbox_after_s=runtime.settings.outbox_after_s
+    )
 
     @app.before_request
     def _start() -> None:

@@ -48,8 +48,9 @@ from engine.ids import new_id
 from engine.leases import LeaseKeeper
 from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
 from engine.limits import charge, check_fan_out, measured
+from engine.observe import observe_block_run, observe_claim, observe_sample
 from engine.outbox import held_by
-from engine.ports import Dispatcher, Work, WorkKind
+from engine.ports import Dispatcher, Metrics, NoMetrics, Work, WorkKind
 from engine.providers.base import ModelResponse
 from engine.refusals import settle_screened
 from engine.scheduler import AWAITING, LoopingRisk, Resolved, Scheduler
@@ -144,6 +145,7 @@ class Orchestrator:
     events: EventBus = field(default_factory=PollingBus)
     # Renews the leases of the rows this process works on (None: leases only run out).
     leases: LeaseKeeper | None = None
+    metrics: Metrics = field(default_factory=NoMetrics)  # metrics:
 
     # -- entry points (one per message kind) ---------------------------------------
 
@@ -195,6 +197,7 @@ class Orchestrator:
         )
         if c is not None and self.leases is not None:
             self.leases.hold(model, row_id, c.attempt)
+        observe_claim(self.metrics, model, c, now)  # metrics:
         if dead:
             # The process that ran this row died, maybe in the middle of rows it ran
             # in-process after it: publish them again, their claims take them over.
@@ -333,6 +336,7 @@ class Orchestrator:
 
     def _settle_step(self, job: Job, result: Result, *, session: Session | None = None) -> None:
         now = utcnow()
+        observe_block_run(self.metrics, job, result, now)  # metrics:
         work: list[Work] = []
         revoke: list[Work] = []
         with self._tx(session) as s:
@@ -601,6 +605,7 @@ class Orchestrator:
             response = call_model(self.tools.provider, request)
         except BlockFailed as failure:
             response = failure
+        observe_sample(self.metrics, owner, response)  # metrics:
         settle_screened(
             lambda result: self._settle_attempt(attempt_id, attempt, owner, result),
             response,
@@ -729,6 +734,7 @@ class Orchestrator:
 
     def _settle_execution_in(self, s: Session, job: Job, result: Result) -> None:
         now = utcnow()
+        observe_block_run(self.metrics, job, result, now)  # metrics:
         duration = _duration(job, now)
         if isinstance(result, FanOutConsensus):
             self._fan_out_attempts(s, None, WorkKind.EXECUTION, job, result.n, now)

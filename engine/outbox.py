@@ -18,6 +18,7 @@ from sqlalchemy import and_, func, or_, select, update
 
 from engine.claims import HolderCheck
 from engine.clock import utcnow
+from engine.counters import OUTBOX_REPUBLISHED, increment
 from engine.db.models import BlockExecution, ConsensusAttempt, Run, Step
 from engine.db.session import Database
 from engine.leases import lease_expired
@@ -84,6 +85,7 @@ def sweep(
         return 0
     dispatcher.dispatch(work)
     with db.transaction() as s:
+        increment(s, OUTBOX_REPUBLISHED, len(work))  # metrics:
         for model, ids in pending.items():
             if ids:
                 mark_queued(s, model, ids)

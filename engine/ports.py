@@ -37,3 +37,32 @@ class Dispatcher(Protocol):
     def revoke(self, work: Sequence[Work]) -> None:
         """Best effort: stop a running item (its fenced completion is discarded anyway)."""
         ...
+
+
+class Metrics(Protocol):
+    """What a worker observes about the work it does (``workers.metrics`` exports it)."""
+
+    def observe_queue_wait(self, *, kind: str, block_type: str, seconds: float) -> None:
+        """A row was claimed ``seconds`` after it was queued."""
+        ...
+
+    def observe_block_run(self, *, block_type: str, outcome: str, seconds: float) -> None:
+        """A claimed block produced its result (or failed) after ``seconds``."""
+        ...
+
+    def count_sample(self, *, block_type: str, failure: str | None) -> None:
+        """A consensus sample (one model call) ended; ``failure`` is its error type, if any."""
+        ...
+
+
+class NoMetrics:
+    """Observes nothing: the default, and a worker without a metrics port."""
+
+    def observe_queue_wait(self, *, kind: str, block_type: str, seconds: float) -> None:
+        pass
+
+    def observe_block_run(self, *, block_type: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def count_sample(self, *, block_type: str, failure: str | None) -> None:
+        pass

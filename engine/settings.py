@@ -64,6 +64,9 @@ class Settings:
     provider_model: str = "local-1"
     provider_timeout_s: float = 60.0
     worker_concurrency: int = 2
+    # Each worker serves its Prometheus metrics (queue wait, block run time, consensus
+    # samples) on this port, for all its pool processes; 0: no metrics server.
+    worker_metrics_port: int = 0
     # Threads of each API process for ordinary requests (event streams need none).
     api_threads: int = 4
     # Open event streams per API key and per API process (api.streams); past them, 429.

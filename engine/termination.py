@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from engine.counters import RUN_TERMINATIONS, increment
 from engine.db.models import Run, Step
 from engine.events import record_run, record_steps
 from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
@@ -42,6 +43,7 @@ def terminate_run(
     moved = transition(session, RUN, Run, run.id, status, expect=sources, values=values)
     if not moved:
         return None
+    increment(session, RUN_TERMINATIONS, reason=str(reason or "none"))  # metrics:
     run.status = status
     label = f"run_{status.value}"
     open_rows = session.execute(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import select
@@ -21,8 +22,14 @@ from engine.db.session import Database
 from engine.execute import Toolbox
 from engine.functions import FunctionRegistry
 from engine.orchestrator import Orchestrator
-from engine.ports import Work, WorkKind
-from engine.providers.base import Provider, ProviderConfig
+from engine.ports import Metrics, NoMetrics, Work, WorkKind
+from engine.providers.base import (
+    ModelRequest,
+    ModelResponse,
+    Provider,
+    ProviderConfig,
+    ProviderError,
+)
 from engine.providers.factory import build_provider
 from engine.runs import mark_queued, start_run
 from engine.settings import Settings
@@ -45,6 +52,43 @@ class QueueDispatcher:
 
     def revoke(self, work: Sequence[Work]) -> None:
         self.revoked.extend(work)
+
+
+@dataclass
+class RecordingMetrics:
+    """A :class:`~engine.ports.Metrics` that keeps every observation, for assertions."""
+
+    queue_waits: list[tuple[str, str, float]] = field(default_factory=list)
+    block_runs: list[tuple[str, str, float]] = field(default_factory=list)
+    samples: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def observe_queue_wait(self, *, kind: str, block_type: str, seconds: float) -> None:
+        self.queue_waits.append((kind, block_type, seconds))
+
+    def observe_block_run(self, *, block_type: str, outcome: str, seconds: float) -> None:
+        self.block_runs.append((block_type, outcome, seconds))
+
+    def count_sample(self, *, block_type: str, failure: str | None) -> None:
+        self.samples.append((block_type, failure))
+
+
+class FailingSamples:
+    """A provider whose calls for the given consensus attempt indices fail (HTTP 503);
+    every other call is answered by ``inner``."""
+
+    name = "failing-samples"
+
+    def __init__(self, inner: Provider, *, failing: frozenset[int]) -> None:
+        self.inner = inner
+        self.failing = failing
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        if request.attempt in self.failing:
+            raise ProviderError("provider_http_error", "HTTP 503", retryable=False, status_code=503)
+        return self.inner.complete(request)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 class Runner(Protocol):
@@ -111,6 +155,7 @@ class InProcessEngine:
         functions: FunctionRegistry | None = None,
         provider: Provider | None = None,
         worker: str = "in-process:1",
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.db = Database(settings)
@@ -130,6 +175,7 @@ class InProcessEngine:
             settings=settings,
             worker=worker,
             holder_alive=lambda holder: None,
+            metrics=metrics or NoMetrics(),
         )
 
     def workflow(self, graph: Mapping[str, Any], name: str = "wf") -> str:

@@ -111,8 +111,11 @@ def _celery() -> Any:
 @click.option("--name", "-n", default=None, help="node name, e.g. w1@%h")
 def worker(concurrency: int | None, loglevel: str, name: str | None) -> None:
     """Run a Celery worker (prefork pool)."""
+    from workers import metrics_server
+
     app = _celery()
     settings: Settings = app.quorum_settings
+    metrics_server.install(settings)
     argv = [
         "worker",
         f"--loglevel={loglevel}",

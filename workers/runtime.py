@@ -22,6 +22,7 @@ from engine.providers.factory import build_provider
 from engine.settings import Settings
 from workers.dispatch import CeleryDispatcher
 from workers.events import event_bus
+from workers.metrics import worker_metrics
 
 
 @functools.cache
@@ -106,6 +107,7 @@ def runtime_for(app: Celery) -> Runtime:
             holder_alive=holder_alive,
             events=event_bus(settings),
             leases=leases,
+            metrics=worker_metrics(settings),
         )
         rt = Runtime(
             settings=settings,

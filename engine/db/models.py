@@ -295,3 +295,17 @@ class IdempotencyRecord(Base):
     status: Mapped[int] = mapped_column(Integer)
     body: Mapped[Any] = mapped_column(Json, nullable=True)
     created_at: Mapped[datetime] = mapped_column(Time, default=utcnow)
+
+
+class EngineCounter(Base):
+    """A fleet-wide event counter (engine.counters), bumped in the event's own transaction.
+
+    In the database, not in a process, so every process adds to one total and the API
+    reads it (``quorum_*_total`` on ``/metrics``) no matter which worker counted.
+    """
+
+    __tablename__ = "engine_counters"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # The label set, canonical ("reason=stale_run_reaper"; "" for none): part of the key.
+    labels: Mapped[str] = mapped_column(String(400), primary_key=True, default="")
+    value: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -10,7 +10,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 QUORUM_SERVICES = {"migrate", "api", "worker", "beat"}
-ALL_SERVICES = QUORUM_SERVICES | {"postgres", "redis", "flower"}
+ALL_SERVICES = QUORUM_SERVICES | {"postgres", "redis", "flower", "prometheus"}
+WORKER_METRICS_PORT = "9400"
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
 
@@ -79,7 +80,9 @@ def test_quorum_services_share_env_and_run_quorum(
     }
     for name in QUORUM_SERVICES:
         service = services[name]
-        assert service["environment"] == shared, name
+        # The worker adds only its metrics port.
+        extra = {"QUORUM_WORKER_METRICS_PORT": WORKER_METRICS_PORT} if name == "worker" else {}
+        assert service["environment"] == {**shared, **extra}, name
         command = service["command"]
         words = command if isinstance(command, list) else command.split()
         assert words[0] == "quorum", name
@@ -109,3 +112,25 @@ def test_public_images_and_ports(services: dict[str, dict[str, Any]]) -> None:
     assert services["flower"]["image"] == "mher/flower:2.0"
     assert any(str(p).endswith("5555:5555") for p in services["flower"]["ports"])
     assert any(str(p).endswith("8000:8000") for p in services["api"]["ports"])
+
+
+def test_prometheus_scrapes_the_api_and_every_worker(services: dict[str, dict[str, Any]]) -> None:
+    prometheus = services["prometheus"]
+    assert prometheus["image"].startswith("prom/prometheus:")
+    assert any(str(p).endswith("9090:9090") for p in prometheus["ports"])
+    assert prometheus["healthcheck"]["test"]
+    assert dependencies(prometheus)["api"]["condition"] == "service_healthy"
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in prometheus["volumes"]}
+    config_path = mounts["./deploy/prometheus/prometheus.yml"]
+    assert f"--config.file={config_path}" in prometheus["command"]
+    assert WORKER_METRICS_PORT in [str(p) for p in services["worker"]["expose"]]
+
+    with (ROOT / "deploy" / "prometheus" / "prometheus.yml").open() as f:
+        config = yaml.safe_load(f)
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    api = jobs["quorum-api"]
+    assert api["metrics_path"] == "/metrics"
+    assert api["static_configs"][0]["targets"] == ["api:8000"]
+    (workers,) = jobs["quorum-worker"]["dns_sd_configs"]
+    assert workers["names"] == ["worker"]
+    assert str(workers["port"]) == WORKER_METRICS_PORT
