@@ -278,16 +278,18 @@ def test_a_fork_of_a_fork_inherits_from_both(world: World) -> None:
         assert run is not None and run.lineage == [[grandchild, 1], [child, 1], [parent, 1]]
 
 
-def test_evaluation_runs_do_not_inherit(world: World) -> None:
+def test_a_run_without_a_lineage_sees_only_its_own_rows(world: World) -> None:
+    # Evaluation runs name the evaluated run as original_run_id but have no lineage, and
+    # checkpoint runs made before lineages hold copies: neither may read a parent's rows.
     parent = world.parent()
     child = world.fork_by_reference(parent, 2, {"ok": 5})
     with world.engine.db.transaction() as s:
         run = s.get(Run, child)
-        assert run is not None
-        # An evaluation run names the evaluated run too, but has no lineage.
+        assert run is not None and run.original_run_id == parent
         run.lineage = None
         run.is_evaluation = True
     assert [x["turn_index"] for x in world.run(child)["io_pairs"]] == [2]
+    assert {x["turn_index"] for x in world.steps(child)} == {2}
 
 
 def _seed_parent(world: World, iterations: int) -> str:
