@@ -44,11 +44,23 @@ def child_lineage(parent: Run, k: int) -> list[list[Any]]:
     return [[parent.id, k], *([a, min(below, k)] for a, below in lineage_of(parent))]
 
 
+# Up to this many inherited turns are named one by one: the index on (run_id, turn_index,
+# scope, block_id) then seeks each turn and matches scope and block inside it, where a
+# range would walk every entry of the earlier turns (10,000 for a big for_each).
+_LISTED_TURNS = 32
+
+
+def _below(model: type[Step] | type[Turn], below: int) -> ColumnElement[bool]:
+    if below <= _LISTED_TURNS:
+        return model.turn_index.in_(list(range(below)))
+    return model.turn_index < below
+
+
 def inherited(model: type[Step] | type[Turn], lineage: Lineage) -> ColumnElement[bool]:
     """The rows of ancestors a run with ``lineage`` sees (none without a lineage)."""
     if not lineage:
         return false()
-    return or_(*(and_(model.run_id == a, model.turn_index < below) for a, below in lineage))
+    return or_(*(and_(model.run_id == a, _below(model, below)) for a, below in lineage))
 
 
 def sees(model: type[Step] | type[Turn], run_id: Any, lineage: Lineage) -> ColumnElement[bool]:

@@ -24,6 +24,7 @@ from engine.db.models import Run, Step, Turn
 from engine.events import since
 from engine.functions import FunctionRegistry
 from engine.ids import new_id
+from engine.lineage import sees
 from engine.ports import WorkKind
 from engine.runs import mark_queued
 from engine.settings import Settings
@@ -342,3 +343,16 @@ def test_forking_writes_the_same_rows_whatever_the_parent_size(world: World) -> 
         world.engine.dispatcher.queue.clear()
     assert counted[10] == counted[1000]
     assert counted[10][1] < 10 and counted[10][2] == 1
+
+
+@pytest.mark.parametrize("below", [1, 3, 32, 33, 45])
+def test_a_lineage_sees_exactly_the_turns_below_its_fork(world: World, below: int) -> None:
+    # Short lineages name their turns one by one, long ones by a range: the same rows.
+    parent = world.parent()
+    with world.engine.db.transaction() as s:
+        s.add_all(Turn(run_id=parent, turn_index=i) for i in range(3, 50))
+        s.flush()
+        seen = s.scalars(
+            select(Turn.turn_index).where(sees(Turn, "no-such-run", ((parent, below),)))
+        ).all()
+    assert sorted(seen) == list(range(below))
