@@ -356,3 +356,22 @@ def test_a_lineage_sees_exactly_the_turns_below_its_fork(world: World, below: in
             select(Turn.turn_index).where(sees(Turn, "no-such-run", ((parent, below),)))
         ).all()
     assert sorted(seen) == list(range(below))
+
+
+def test_cancelling_the_parent_leaves_what_the_child_inherited(world: World) -> None:
+    wf = world.engine.workflow(GRAPH)
+    run = world.call("POST", "/v1/workflows/runs", {"workflow_id": wf, "inputs": {"x": 3}}, 202)
+    parent = run["id"]
+    world.engine.drain()
+    world.answer(parent, {"ok": 1})  # the parent now waits in turn 1
+    child = world.fork_by_reference(parent, 1, {"ok": 5})
+    inherited = [x for x in world.steps(child) if x["turn_index"] == 0]
+    world.call("POST", f"/v1/workflows/runs/{parent}/cancel", None, 200)
+    world.engine.drain()
+    assert world.run(parent)["status"] == "cancelled"
+    world.answer(child, {"ok": 6})
+    done = world.run(child)
+    assert done["status"] == "completed"
+    assert [x for x in world.steps(child) if x["turn_index"] == 0] == inherited
+    assert done["progress"]["steps_total"] == done["progress"]["steps_done"]
+    assert done["progress"]["steps_total"] == len(world.steps(child))
