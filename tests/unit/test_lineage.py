@@ -129,7 +129,8 @@ class World:
         return self.get(f"/v1/workflows/runs/{run_id}")
 
     def steps(self, run_id: str, **query: Any) -> list[Any]:
-        return list(self.get(f"/v1/workflows/runs/{run_id}/steps", limit=200, **query)["data"])
+        page = self.get(f"/v1/workflows/runs/{run_id}/steps", **{"limit": 200, **query})
+        return list(page["data"])
 
     def events(self, run_id: str) -> list[tuple[str, Any]]:
         with self.engine.db.transaction() as s:
@@ -375,3 +376,32 @@ def test_cancelling_the_parent_leaves_what_the_child_inherited(world: World) -> 
     assert [x for x in world.steps(child) if x["turn_index"] == 0] == inherited
     assert done["progress"]["steps_total"] == done["progress"]["steps_done"]
     assert done["progress"]["steps_total"] == len(world.steps(child))
+
+
+def test_reading_a_fork_of_a_fork_takes_as_many_statements_as_reading_its_parent(
+    world: World,
+) -> None:
+    parent = world.parent()
+    child = world.fork_by_reference(parent, 2, {"ok": 5})
+    grandchild = world.fork_by_reference(child, 1, {"ok": 6})
+    world.answer(grandchild, {"ok": 7})
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "INSERT", "UPDATE", "DELETE")):
+            statements.append(statement)
+
+    engine = world.app.extensions["quorum"].db.engine
+    counted: dict[str, list[int]] = {}
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for run_id in (parent, grandchild):
+            counted[run_id] = []
+            for read in (world.run, world.steps, lambda r: world.steps(r, limit=2, after=r)):
+                statements.clear()
+                read(run_id)
+                counted[run_id].append(len(statements))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert counted[grandchild] == counted[parent]
+    assert max(counted[parent]) <= 3
