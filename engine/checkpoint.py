@@ -1,7 +1,7 @@
 """Checkpoint runs: a new run that takes over a parent's first turns and resumes at one.
 
-Turns before ``resume_turn_index`` are copied in bulk, inside the database (``INSERT ...
-SELECT``), never row by row in Python: forking a run of 10,000 steps is one statement.
+Turns before ``resume_turn_index`` are not copied: the new run reads them in its ancestors
+(``engine.lineage``), so forking a run of 10,000 steps writes as few rows as forking one.
 Their model calls are not copied, so usage is counted once, in the parent. The resumed
 turn starts again from the parent's turn input, or from the input given.
 """
@@ -11,9 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, Text, func, insert, literal, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 from engine.clock import utcnow
 from engine.db.models import Run, Step, Turn
@@ -21,6 +20,7 @@ from engine.errors import FieldError, Invalid
 from engine.events import record_run
 from engine.graph.parse import parse_graph
 from engine.lifecycle import RUN, RunStatus, transition
+from engine.lineage import child_lineage, count_inherited, lineage_of, seen_by, turns_seen_by
 from engine.ports import Work
 from engine.runs import Started, check_inputs, get_run, start_steps
 from engine.scheduler import Scheduler
@@ -29,23 +29,11 @@ from engine.turns import open_turn, validate_answer
 _MISSING: Any = object()
 
 
-def _sql_id(dialect: str, salt: Any) -> ColumnElement[Any]:
-    """A 24-hex id computed by the database: 4-byte seconds then 8 random bytes."""
-    if dialect == "postgresql":
-        seconds = func.lpad(
-            func.to_hex(func.floor(func.extract("epoch", func.now())).cast(BigInteger())), 8, "0"
-        )
-        rnd = func.substr(func.md5(func.random().cast(Text()) + salt), 1, 16)
-        return seconds.concat(rnd)
-    seconds = func.printf("%08x", func.cast(func.strftime("%s", "now"), Integer()))
-    return seconds.concat(func.lower(func.hex(func.randomblob(8))))
-
-
 def fork_run(
     s: Session, org_id: str, parent_id: str, *, resume_turn_index: int, input: Any = _MISSING
 ) -> Started:
     parent = get_run(s, org_id, parent_id)
-    turns = list(s.scalars(select(Turn).where(Turn.run_id == parent.id).order_by(Turn.turn_index)))
+    turns = turns_seen_by(s, parent)
     k = resume_turn_index
     loc = ("body", "resume_turn_index")
     if k < 0 or k >= len(turns):
@@ -61,7 +49,7 @@ def fork_run(
         )
     answer = turns[k].input if input is _MISSING else input
     graph = parse_graph(parent.config, max_blocks=10_000)
-    resumed = _resumed_block(s, parent.id, k) if k > 0 else None
+    resumed = _resumed_block(s, parent, k) if k > 0 else None
     if resumed is not None:
         # Before anything is written or locked: the schema is the tenant's.
         validate_answer(graph.by_id[resumed].config.get("schema"), answer)
@@ -95,9 +83,11 @@ def fork_run(
         record_run(s, child)
         s.flush()  # the answer reads the stored turns back
         return Started(run=child, work=work)
-    dialect = s.get_bind().dialect.name
-    copied = _copy_turns(s, dialect, parent.id, child.id, k)
-    child.steps_total = child.steps_done = copied
+    # Turns before k are read where they are (engine.lineage), never copied: the fork
+    # writes the same few rows whatever the parent's size.
+    child.lineage = child_lineage(parent, k)
+    inherited = count_inherited(s, lineage_of(child))
+    child.steps_total = child.steps_done = inherited
     child.current_turn = k - 1
     resumed_work: list[Work] = open_turn(s, child, block_id=resumed, answer=answer, now=now)
     if not resumed_work and child.status == RunStatus.NOT_STARTED:
@@ -108,11 +98,11 @@ def fork_run(
     return Started(run=child, work=resumed_work)
 
 
-def _resumed_block(s: Session, parent_id: str, k: int) -> str:
+def _resumed_block(s: Session, parent: Run, k: int) -> str:
     """The resumed turn opens on the same human_input block that opened it in the parent."""
     resumed = s.scalar(
         select(Step.block_id)
-        .where(Step.run_id == parent_id, Step.turn_index == k, Step.block_type == "human_input")
+        .where(seen_by(Step, parent), Step.turn_index == k, Step.block_type == "human_input")
         .order_by(Step.created_at)
         .limit(1)
     )
@@ -132,49 +122,3 @@ def _start_idle(s: Session, run: Run, now: datetime) -> list[Work]:
     sched.finish_turn()
     record_run(s, run)
     return list(sched.dispatchable)
-
-
-def _copy_turns(s: Session, dialect: str, parent_id: str, child_id: str, k: int) -> int:
-    turn_cols = ["turn_index", "input", "output", "started_at", "completed_at"]
-    s.execute(
-        insert(Turn).from_select(
-            ["id", "run_id", *turn_cols],
-            select(
-                _sql_id(dialect, Turn.id), literal(child_id), *[getattr(Turn, c) for c in turn_cols]
-            ).where(Turn.run_id == parent_id, Turn.turn_index < k),
-        )
-    )
-    step_cols = [
-        "turn_index",
-        "step_id",
-        "scope",
-        "block_id",
-        "block_type",
-        "visit",
-        "inputs",
-        "outputs",
-        "active_output_handles",
-        "duration_ms",
-        "n_consensus",
-        "consensus",
-        "open_children",
-        "state",
-        "queued_at",
-        "started_at",
-        "completed_at",
-        "worker",
-        "attempt",
-        "error_type",
-        "error_message",
-        "reason",
-        "created_at",
-    ]
-    result = s.execute(
-        insert(Step).from_select(
-            ["id", "run_id", *step_cols],
-            select(
-                _sql_id(dialect, Step.id), literal(child_id), *[getattr(Step, c) for c in step_cols]
-            ).where(Step.run_id == parent_id, Step.turn_index < k),
-        )
-    )
-    return int(getattr(result, "rowcount", 0) or 0)

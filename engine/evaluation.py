@@ -11,24 +11,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from engine.db.models import Run, Turn
 from engine.errors import QuorumError
 from engine.lifecycle import RunStatus
+from engine.lineage import turns_seen_by
 from engine.ports import Work
 
 
-def _turns(s: Session, run_id: str) -> list[Turn]:
-    return list(s.scalars(select(Turn).where(Turn.run_id == run_id).order_by(Turn.turn_index)))
+def _turns(s: Session, run: Run) -> list[Turn]:
+    # A checkpoint run's first turns may be its parent's (engine.lineage).
+    return list(turns_seen_by(s, run))
 
 
 def run_ended(s: Session, run: Run, now: datetime) -> list[Work]:
     """Hook for every run that reached a terminal status; returns work to publish."""
     if run.is_evaluation:
         if run.original_run_id:
-            turns = _turns(s, run.id)
+            turns = _turns(s, run)
             outputs = turns[-1].output if turns and run.status == RunStatus.COMPLETED else None
             s.execute(
                 update(Run)
@@ -50,7 +52,7 @@ def run_ended(s: Session, run: Run, now: datetime) -> list[Work]:
         return []
     from engine.runs import start_run
 
-    turns = _turns(s, run.id)
+    turns = _turns(s, run)
     inputs: dict[str, Any] = {
         "inputs": turns[0].input if turns else None,
         "outputs": turns[-1].output if turns else None,

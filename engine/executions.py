@@ -101,7 +101,7 @@ def create_execution(
                 "send check_eligibility: false to run anyway",
                 extra={"drift": {k: list(v) for k, v in found.items()}},
             )
-    steps = ran_steps(s, src.run_id, block_id, step_id)
+    steps = ran_steps(s, src.run_id, block_id, step_id, lineage=src.lineage)
     available = [st.as_iteration() for st in steps]
     chosen: RanStep | None = None
     if step_id is not None:
@@ -125,7 +125,9 @@ def create_execution(
     elif steps:
         chosen = steps[0]
     inputs = (
-        dict(chosen.inputs or {}) if chosen else inputs_from_upstream(s, run_id, draft, block_id)
+        dict(chosen.inputs or {})
+        if chosen
+        else inputs_from_upstream(s, run_id, draft, block_id, lineage=src.lineage)
     )
     values: dict[str, Any] = {
         "id": new_id(),

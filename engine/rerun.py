@@ -21,6 +21,7 @@ from engine.graph.drift import upstream_drift
 from engine.graph.model import Graph
 from engine.graph.parse import parse_graph
 from engine.lifecycle import StepState
+from engine.lineage import Lineage, sees
 from engine.memo import Memo
 
 _NUMBERS = re.compile(r"(\d+)")
@@ -37,6 +38,8 @@ class Source:
     workflow_updated_at: datetime
     run_graph: Graph
     draft: Graph
+    # The ancestors whose earlier steps a checkpoint run reads (engine.lineage).
+    lineage: Lineage = ()
 
 
 # Parsing a graph and fingerprinting its blocks costs more than reading it: keep the
@@ -57,6 +60,7 @@ def _source_statement(with_config: bool) -> Any:
         Run.organization_id,
         Run.version,
         Run.workflow_id,
+        Run.lineage,
         Workflow.organization_id.label("workflow_org"),
         Workflow.updated_at,
         Workflow.draft,
@@ -72,8 +76,10 @@ def _source_statement(with_config: bool) -> Any:
 
 # Built once: SQLAlchemy then reuses their compiled form without walking them again.
 _SOURCE = {with_config: _source_statement(with_config) for with_config in (True, False)}
-_RAN_STEPS = {
-    by_id: select(
+
+
+def _ran_steps_statement(by_id: bool, run_rows: Any) -> Any:
+    return select(
         Step.step_id,
         Step.scope,
         Step.turn_index,
@@ -87,10 +93,14 @@ _RAN_STEPS = {
             )
         ).label("inputs"),
     ).where(
-        Step.run_id == bindparam("run_id"),
+        run_rows,
         Step.block_id == bindparam("block_id"),
         Step.state.in_(RAN),
     )
+
+
+_RAN_STEPS = {
+    by_id: _ran_steps_statement(by_id, Step.run_id == bindparam("run_id"))
     for by_id in (True, False)
 }
 
@@ -111,6 +121,7 @@ def load_source(s: Session, org_id: str, run_id: str) -> Source:
         workflow_updated_at=updated_at,
         run_graph=run_graph,
         draft=_DRAFTS.get((row.workflow_id, updated_at), lambda: _parse(row.draft)),
+        lineage=tuple((str(a), int(below)) for a, below in (row.lineage or ())),
     )
 
 
@@ -146,14 +157,19 @@ class RanStep:
         return {"step_id": self.step_id, "iteration": self.scope or None}
 
 
-def ran_steps(s: Session, run_id: str, block_id: str, step_id: str | None) -> list[RanStep]:
+def ran_steps(
+    s: Session, run_id: str, block_id: str, step_id: str | None, *, lineage: Lineage = ()
+) -> list[RanStep]:
     """The steps of the block that ran, in order; inputs only of the one that can be used.
 
     A block that ran 10,000 times in a for_each would otherwise ship 10,000 inputs to
     build an answer that names one step, or none (the 422 asking to choose).
     """
     params = {"run_id": run_id, "block_id": block_id, "step_id": step_id}
-    rows = s.connection().execute(_RAN_STEPS[step_id is not None], params).all()
+    stmt = _RAN_STEPS[step_id is not None]
+    if lineage:  # a checkpoint run: the steps it inherits count as its own
+        stmt = _ran_steps_statement(step_id is not None, sees(Step, bindparam("run_id"), lineage))
+    rows = s.connection().execute(stmt, params).all()
     steps = [
         RanStep(step_id=r.step_id, scope=r.scope, turn_index=r.turn_index, inputs=r.inputs)
         for r in rows
@@ -168,7 +184,9 @@ def _natural(step_id: str) -> tuple[tuple[int, int | str], ...]:
     )
 
 
-def inputs_from_upstream(s: Session, run_id: str, draft: Graph, block_id: str) -> dict[str, Any]:
+def inputs_from_upstream(
+    s: Session, run_id: str, draft: Graph, block_id: str, *, lineage: Lineage = ()
+) -> dict[str, Any]:
     """A block new in the draft: its inputs are the run's outputs along the draft's edges."""
     incoming = draft.incoming(block_id)
     sources = {e.source for e in incoming}
@@ -176,7 +194,7 @@ def inputs_from_upstream(s: Session, run_id: str, draft: Graph, block_id: str) -
     for st in s.scalars(
         select(Step)
         .where(
-            Step.run_id == run_id,
+            sees(Step, run_id, lineage),
             Step.block_id.in_(sources),
             Step.state == StepState.COMPLETED,
             Step.scope == "",

@@ -19,6 +19,7 @@ from engine.graph.model import Graph
 from engine.graph.parse import parse_graph
 from engine.ids import new_id
 from engine.lifecycle import RUN, STEP, RunStatus, StepState, TerminationReason, transition
+from engine.lineage import seen_by, steps_page, turns_seen_by
 from engine.listfilters import created_between, id_starts_with
 from engine.pages import Page, PageRequest, paginate
 from engine.ports import Work, WorkKind
@@ -193,11 +194,11 @@ def list_runs(
 
 
 def list_steps(s: Session, run: Run, page: PageRequest) -> Page[Step]:
-    return paginate(s, select(Step).where(Step.run_id == run.id), Step, page)
+    return steps_page(s, run, page)
 
 
 def turns_of(s: Session, run: Run) -> list[Turn]:
-    return list(s.scalars(select(Turn).where(Turn.run_id == run.id).order_by(Turn.turn_index)))
+    return list(turns_seen_by(s, run))
 
 
 def turns_and_comments(s: Session, run: Run) -> tuple[list[Turn], list[Comment]]:
@@ -214,7 +215,7 @@ def turns_and_comments(s: Session, run: Run) -> tuple[list[Turn], list[Comment]]
         text_null.label("author"),
         text_null.label("display_name"),
         text_null.label("text"),
-    ).where(Turn.run_id == run.id)
+    ).where(seen_by(Turn, run))
     comments = select(
         literal("comment"),
         Comment.id,

@@ -28,6 +28,7 @@ from engine.execute import unwrap, wrap
 from engine.graph.model import Block, Edge, Graph
 from engine.ids import new_id
 from engine.lifecycle import OPEN_STEP_STATES, RUN, STEP, RunStatus, StepState, transition
+from engine.lineage import seen_by
 from engine.ports import Work, WorkKind
 from engine.storable import check_step_id
 
@@ -344,7 +345,8 @@ class Scheduler:
         stmt = (
             select(Step)
             .where(
-                Step.run_id == self.run.id,
+                # Earlier turns may be inherited from the run's ancestors (engine.lineage).
+                seen_by(Step, self.run),
                 Step.scope == scope,
                 Step.block_id.in_(ids),
                 Step.turn_index == turn if same_turn else Step.turn_index <= turn,

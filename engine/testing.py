@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from engine.db.models import Base, Organization, Run, Step
+from engine.db.models import Base, Organization, Run, Step, Turn
 from engine.db.session import Database
 from engine.execute import Toolbox
 from engine.functions import FunctionRegistry
+from engine.ids import new_id
+from engine.lineage import inherited, lineage_of, sees
 from engine.orchestrator import Orchestrator
 from engine.ports import Metrics, NoMetrics, Work, WorkKind
 from engine.providers.base import (
@@ -219,9 +222,33 @@ class InProcessEngine:
 
     def steps(self, run_id: str) -> dict[str, Step]:
         with self.db.sessions() as s:
-            rows = s.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.created_at))
+            run = s.get(Run, run_id)
+            seen = sees(Step, run_id, lineage_of(run) if run is not None else ())
+            rows = s.scalars(select(Step).where(seen).order_by(Step.created_at))
             return {r.step_id: r for r in rows}
 
     def close(self) -> None:
         self.provider.close()
         self.db.close()
+
+
+def copy_inherited(s: Session, run_id: str) -> int:
+    """What a checkpoint fork did before lineages: copy the turns and steps the run inherits
+    under its own id (fresh row ids) and drop its lineage; returns the steps copied.
+
+    Kept only so that tests can compare a checkpoint run's reads with and without copying.
+    """
+    run = s.get(Run, run_id)
+    if run is None:
+        raise LookupError(run_id)
+    lineage = lineage_of(run)
+    copied = 0
+    for model in (Turn, Step):
+        columns = [c.key for c in model.__table__.columns if c.key not in ("id", "run_id")]
+        for row in s.scalars(select(model).where(inherited(model, lineage))).all():
+            values = {key: getattr(row, key) for key in columns}
+            s.add(model(id=new_id(), run_id=run_id, **values))
+            copied += model is Step
+    run.lineage = None
+    s.flush()
+    return copied

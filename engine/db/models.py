@@ -104,6 +104,9 @@ class Run(Base):
     initiator: Mapped[str | None] = mapped_column(String(200))
     original_run_id: Mapped[str | None] = mapped_column(Id, ForeignKey("runs.id"))
     parent_turn_index: Mapped[int | None] = mapped_column(Integer)
+    # The ancestors whose earlier turns a checkpoint run reads instead of copies of them
+    # (engine.lineage); null for every other run.
+    lineage: Mapped[list[Any] | None] = mapped_column(Json)
     is_evaluation: Mapped[bool] = mapped_column(Boolean, default=False)
     evaluation: Mapped[dict[str, Any] | None] = mapped_column(Json)
     current_turn: Mapped[int] = mapped_column(Integer, default=0)
