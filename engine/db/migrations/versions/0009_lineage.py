@@ -5,7 +5,7 @@
 copies of their parent's turns and keep reading those.
 
 Revision ID: 0009_lineage
-Revises: 0007_leases
+Revises: 0008_counters
 Create Date: 2026-12-07 06:00:00
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0009_lineage"
-down_revision: str | Sequence[str] | None = "0007_leases"
+down_revision: str | Sequence[str] | None = "0008_counters"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
