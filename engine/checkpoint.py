@@ -22,9 +22,11 @@ from engine.events import record_run
 from engine.graph.parse import parse_graph
 from engine.lifecycle import RUN, RunStatus, transition
 from engine.ports import Work
-from engine.runs import Started, check_inputs, get_run, start_steps
-from engine.scheduler import Scheduler
-from engine.turns import open_turn, validate_answer
+from engine.run.ended import finish_turn
+from engine.run.scheduler import Scheduler
+from engine.run.start import Started, check_inputs, start_steps
+from engine.run.turns import open_turn, validate_answer
+from engine.runs import get_run
 
 _MISSING: Any = object()
 
@@ -129,7 +131,7 @@ def _start_idle(s: Session, run: Run, now: datetime) -> list[Work]:
     run.status = RunStatus.STARTED
     graph = parse_graph(run.config, max_blocks=10_000)
     sched = Scheduler(session=s, run=run, graph=graph, now=now)
-    sched.finish_turn()
+    finish_turn(sched)
     record_run(s, run)
     return list(sched.dispatchable)
 

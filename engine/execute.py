@@ -1,6 +1,6 @@
 """Executing one block: pure logic from (block, inputs) to an :class:`Outcome`.
 
-No database here: the orchestrator and block executions both call these functions and
+No database here: the worker wing (steps) and block executions both call these functions and
 store what they return. Model blocks are split into ``model_request`` and
 ``model_outcome`` so that consensus can fan the request out and reconcile the answers.
 """

@@ -17,7 +17,7 @@ from engine.db.models import Run
 from engine.db.session import Database, lock_row
 from engine.lifecycle import RunStatus, TerminationReason
 from engine.ports import Dispatcher, Work
-from engine.termination import terminate_run
+from engine.run.ended import terminate_run
 
 MIN_STALE_S = 1.0
 

@@ -2,7 +2,7 @@
 
 A test double that ships with the package (like dramatiq's ``StubBroker``): the
 :class:`QueueDispatcher` keeps what a broker would deliver in a list, and :func:`drain`
-plays the workers, handing each message to an :class:`~engine.orchestrator.Orchestrator`
+plays the workers, handing each message to an :class:`~engine.worker.entry.Worker`
 in FIFO, LIFO or shuffled order to vary the interleavings a real broker produces. It is
 what the unit tests and the graph property test run workflows on; production uses
 ``workers.dispatch.CeleryDispatcher``.
@@ -20,12 +20,13 @@ from engine.db.models import Base, Organization, Run, Step
 from engine.db.session import Database
 from engine.execute import Toolbox
 from engine.functions import FunctionRegistry
-from engine.orchestrator import Orchestrator
 from engine.ports import Work, WorkKind
 from engine.providers.base import Provider, ProviderConfig
 from engine.providers.factory import build_provider
-from engine.runs import mark_queued, start_run
+from engine.run.start import start_run
+from engine.runs import mark_queued
 from engine.settings import Settings
+from engine.worker.entry import Worker
 from engine.workflows import create_workflow
 
 Order = Literal["fifo", "lifo", "shuffle"]
@@ -48,13 +49,13 @@ class QueueDispatcher:
 
 
 class Runner(Protocol):
-    """What a worker calls for each message kind (the Orchestrator's entry points)."""
+    """What a worker calls for each message kind (engine.worker.entry.Worker's)."""
 
     def run_step(self, step_id: str, *, retried: bool = False) -> None: ...
 
     def run_execution(self, execution_id: str, *, retried: bool = False) -> None: ...
 
-    def run_attempt(self, attempt_id: str, *, retried: bool = False) -> None: ...
+    def run_sample(self, sample_id: str, *, retried: bool = False) -> None: ...
 
 
 class QueueNeverDrains(AssertionError):
@@ -66,7 +67,7 @@ def deliver(runner: Runner, work: Work) -> None:
     if work.kind == WorkKind.STEP:
         runner.run_step(work.id)
     elif work.kind == WorkKind.ATTEMPT:
-        runner.run_attempt(work.id)
+        runner.run_sample(work.id)
     else:
         runner.run_execution(work.id)
 
@@ -101,7 +102,7 @@ def drain(
 
 
 class InProcessEngine:
-    """A whole engine in one process: a database, one organization, an orchestrator on a
+    """A whole engine in one process: a database, one organization, a worker (engine.worker) on a
     :class:`QueueDispatcher`. ``run_to_rest`` starts a run and drains its messages."""
 
     def __init__(
@@ -123,7 +124,7 @@ class InProcessEngine:
         self.functions = functions or FunctionRegistry()
         self.provider = provider or build_provider(ProviderConfig.from_settings(settings))
         self.dispatcher = QueueDispatcher()
-        self.orchestrator = Orchestrator(
+        self.worker = Worker(
             db=self.db,
             dispatcher=self.dispatcher,
             tools=Toolbox(functions=self.functions, provider=self.provider),
@@ -151,7 +152,7 @@ class InProcessEngine:
         return run_id
 
     def drain(self, order: Order = "fifo", *, seed: int = 0, limit: int = 10_000) -> int:
-        return drain(self.orchestrator, self.dispatcher, order, seed=seed, limit=limit)
+        return drain(self.worker, self.dispatcher, order, seed=seed, limit=limit)
 
     def run_to_rest(
         self,

@@ -22,20 +22,13 @@ MAX_FUNCTION_LINES = 60
 # will reshape: nothing may be added here. When an entry is fixed, the tests below fail until
 # it is deleted. Functions are named module:qualified.name.
 PENDING_CORE_REDESIGN: dict[str, frozenset[str]] = {
-    # Finishing a turn completes the run and starts its evaluation, which starts a run:
-    # evaluation -> runs -> scheduler -> termination -> evaluation (engine/run/ended.py).
-    "cycles": frozenset({"engine.evaluation engine.runs engine.scheduler engine.termination"}),
-    # The worker wing and the scheduler, to be split into engine/worker/ and engine/run/.
-    "modules": frozenset({"engine.orchestrator", "engine.scheduler"}),
+    "cycles": frozenset(),
+    "modules": frozenset(),
     "functions": frozenset(
         {
-            "engine.orchestrator:Orchestrator._settle_step",  # -> engine/worker/steps.py
-            "engine.orchestrator:Orchestrator._settle_attempt",  # -> engine/worker/samples.py
-            "engine.orchestrator:Orchestrator._apply",  # -> engine/worker/
             "engine.claims:claim",  # -> engine/worker/claim.py + engine/store/claims.py
             "engine.executions:create_execution",  # -> engine/executions (store + rerun)
             "engine.checkpoint:fork_run",  # -> engine/run/fork.py
-            "engine.termination:terminate_run",  # -> engine/run/ended.py
             "engine.blocks:check_config",  # -> engine/blocks/, one check per block kind
         }
     ),

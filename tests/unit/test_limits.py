@@ -11,8 +11,8 @@ import pytest
 
 from engine.errors import Invalid
 from engine.limits import TooManyRuns, check_active_runs, json_size
-from engine.orchestrator import Orchestrator
 from engine.settings import Settings
+from engine.worker.entry import Worker
 from engine.workflows import create_workflow, patch_block, replace_draft
 from tests.unit.test_orchestration import (
     Harness,
@@ -34,7 +34,7 @@ def h(tmp_path: Path) -> Iterator[Harness]:
 def limited(h: Harness, **limits: Any) -> None:
     """Run the harness's work under other limits."""
     h.settings = dataclasses.replace(h.settings, **limits)
-    h.orch = Orchestrator(
+    h.orch = Worker(
         db=h.db,
         dispatcher=h.dispatcher,
         tools=h.orch.tools,

@@ -1,7 +1,7 @@
 """The engine end to end in one process: SQLite rows, an in-memory queue, no broker.
 
 Workers are played by a ``drain()`` loop that pops messages and hands them to the
-:class:`Orchestrator` (FIFO, LIFO or shuffled, to vary the interleavings the real
+:class:`Worker` (FIFO, LIFO or shuffled, to vary the interleavings the real
 broker produces). Functions and a scripted model provider stand in for user code and
 models. The Celery and PostgreSQL paths are covered by the integration tests.
 """
@@ -34,15 +34,20 @@ from engine.db.session import Database
 from engine.execute import Toolbox, unwrap
 from engine.functions import FunctionRegistry
 from engine.lifecycle import StepState
-from engine.orchestrator import FanOut, FanOutConsensus, Orchestrator
 from engine.outbox import sweep
 from engine.ports import Work, WorkKind
 from engine.providers.base import ModelRequest, ModelResponse, ProviderError
 from engine.reaper import reap
-from engine.runs import cancel_run, mark_queued, pause_run, resume_run, start_run
-from engine.scheduler import Scheduler
+from engine.run.control import cancel_run, pause_run, resume_run
+from engine.run.scheduler import Scheduler
+from engine.run.start import start_run
+from engine.runs import mark_queued
 from engine.settings import Settings
 from engine.testing import Order, QueueDispatcher, deliver, drain
+from engine.worker import samples
+from engine.worker.context import FanOut, FanOutConsensus
+from engine.worker.entry import Worker
+from engine.worker.steps import claim_step, settle_step
 from engine.workflows import create_workflow
 
 # -- test doubles ---------------------------------------------------------------------------
@@ -98,7 +103,7 @@ class Harness:
     dispatcher: QueueDispatcher
     functions: FunctionRegistry
     provider: ScriptedProvider
-    orch: Orchestrator
+    orch: Worker
     org_id: str
     calls: Counter[str] = field(default_factory=Counter)
 
@@ -111,8 +116,8 @@ class Harness:
 
         self.functions.register(name, counted)
 
-    def orchestrator(self, worker: str, holder_alive: Callable[[str], bool | None]) -> Orchestrator:
-        return Orchestrator(
+    def orchestrator(self, worker: str, holder_alive: Callable[[str], bool | None]) -> Worker:
+        return Worker(
             db=self.db,
             dispatcher=self.dispatcher,
             tools=self.orch.tools,
@@ -149,7 +154,7 @@ class Harness:
 
     # -- workers ------------------------------------------------------------------------
 
-    def deliver(self, work: Work, orch: Orchestrator | None = None) -> None:
+    def deliver(self, work: Work, orch: Worker | None = None) -> None:
         deliver(orch or self.orch, work)
 
     def drain(self, order: Order = "fifo", *, seed: int = 0, limit: int = 10_000) -> int:
@@ -213,7 +218,7 @@ def new_harness(tmp_path: Path) -> Iterator[Harness]:
     functions = FunctionRegistry()
     provider = ScriptedProvider()
     dispatcher = QueueDispatcher()
-    orch = Orchestrator(
+    orch = Worker(
         db=db,
         dispatcher=dispatcher,
         tools=Toolbox(functions=functions, provider=provider),
@@ -1004,7 +1009,7 @@ def test_safety_net_for_a_consensus_attempt(h: Harness, monkeypatch: pytest.Monk
     def explode(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("reconcile exploded")
 
-    monkeypatch.setattr(Orchestrator, "_reconcile", explode)
+    monkeypatch.setattr(samples, "_reconcile", explode)
     h.drain()
     run = h.assert_settled(run_id)
     assert (run.status, run.termination_reason) == ("failed", "finally_safety_net")
@@ -1046,12 +1051,12 @@ def test_a_stale_fan_out_creates_nothing(h: Harness) -> None:
     run_id = h.start(wf, {"items": [1, 2]})
     h.deliver(h.dispatcher.queue.pop(0))  # start
     pages_id = h.steps(run_id)["pages"].id
-    job = h.orch._claim_step(pages_id)
+    job = claim_step(h.orch.message(), pages_id)
     assert job is not None
     # Meanwhile the row was taken over by another attempt.
     with h.db.transaction() as s:
         s.execute(update(Step).where(Step.id == pages_id).values(attempt=job.attempt + 1))
-    h.orch._settle_step(job, FanOut(items=[1, 2]))
+    settle_step(h.orch.message(), job, FanOut(items=[1, 2]), claim_next=False)
     assert set(h.steps(run_id)) == {"start", "pages"}
     assert h.steps(run_id)["pages"].open_children == 0
 
@@ -1139,7 +1144,7 @@ def test_safety_net_ends_an_execution_whose_attempt_faulted(
     def explode(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("reconcile exploded")
 
-    monkeypatch.setattr(Orchestrator, "_reconcile", explode)
+    monkeypatch.setattr(samples, "_reconcile", explode)
     h.drain()
     with h.db.sessions() as s:
         ex = s.get(BlockExecution, ex_id)
@@ -1246,11 +1251,11 @@ def test_a_stale_consensus_fan_out_creates_no_attempts(h: Harness) -> None:
     run_id = h.start(h.workflow(blocks, edges), {"doc": "d"})
     h.deliver(h.dispatcher.queue.pop(0))  # start
     ex_id = h.steps(run_id)["ex"].id
-    job = h.orch._claim_step(ex_id)
+    job = claim_step(h.orch.message(), ex_id)
     assert job is not None
     with h.db.transaction() as s:
         s.execute(update(Step).where(Step.id == ex_id).values(attempt=job.attempt + 1))
-    h.orch._settle_step(job, FanOutConsensus(n=3))
+    settle_step(h.orch.message(), job, FanOutConsensus(n=3), claim_next=False)
     with h.db.sessions() as s:
         assert s.scalars(select(ConsensusAttempt.id)).all() == []
     ex = h.steps(run_id)["ex"]
@@ -1419,7 +1424,7 @@ def test_a_chain_left_running_by_a_dead_process_is_recovered_by_its_redelivered_
     h: Harness, tmp_path: Path
 ) -> None:
     settings = Settings(data_dir=str(tmp_path), inline_successors=100)
-    dying = Orchestrator(
+    dying = Worker(
         db=h.db,
         dispatcher=h.dispatcher,
         tools=h.orch.tools,

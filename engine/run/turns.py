@@ -24,9 +24,10 @@ from engine.execute import wrap
 from engine.graph.parse import parse_graph
 from engine.lifecycle import RUN, RunStatus, StepState, TerminationReason, transition
 from engine.ports import Work
-from engine.scheduler import ANSWERED, AWAITING, LoopingRisk, Resolved, Scheduler
+from engine.run.ended import finish_turn, terminate_run
+from engine.run.paths import ANSWERED, AWAITING, LoopingRisk, Resolved
+from engine.run.scheduler import Scheduler
 from engine.schemas import SchemaUnusable, violations
-from engine.termination import terminate_run
 
 
 def validate_answer(schema: Mapping[str, Any] | None, answer: Any) -> None:
@@ -141,7 +142,7 @@ def open_turn(s: Session, run: Run, *, block_id: str, answer: Any, now: datetime
             )
         )
         if not RUN.is_terminal(run.status):
-            sched.finish_turn()
+            finish_turn(sched)
     except LoopingRisk as exc:
         sched.dispatchable.clear()
         terminate_run(
