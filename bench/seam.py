@@ -18,12 +18,12 @@ from engine.db.session import Database
 from engine.execute import Toolbox
 from engine.executions import create_execution
 from engine.functions import build_registry
+from engine.handoff import mark_queued
 from engine.ids import new_id
 from engine.ports import Dispatcher, Work, WorkKind
 from engine.providers.base import Provider
 from engine.providers.local import LocalProvider
 from engine.run.start import start_run
-from engine.runs import mark_queued
 from engine.settings import Settings
 from engine.worker.entry import Worker
 from workers.celery_app import create_celery

@@ -20,10 +20,10 @@ from engine.claims import HolderCheck
 from engine.clock import utcnow
 from engine.db.models import BlockExecution, ConsensusAttempt, Run, Step
 from engine.db.session import Database
+from engine.handoff import hand_off
 from engine.leases import lease_expired
 from engine.lifecycle import RunStatus, StepState
 from engine.ports import Dispatcher, Work, WorkKind
-from engine.runs import mark_queued
 
 _KINDS: Sequence[tuple[Any, WorkKind]] = (
     (Step, WorkKind.STEP),
@@ -82,11 +82,7 @@ def sweep(
             work.extend(_orphans(s, now, cutoff, lease_s, holder_alive, batch))
     if not work:
         return 0
-    dispatcher.dispatch(work)
-    with db.transaction() as s:
-        for model, ids in pending.items():
-            if ids:
-                mark_queued(s, model, ids)
+    hand_off(db, dispatcher, work, mark=pending, strict=True)
     return len(work)
 
 

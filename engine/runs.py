@@ -9,10 +9,8 @@ from typing import Any
 from sqlalchemy import Text, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
-from engine.clock import utcnow
 from engine.db.models import Comment, Json, Run, Step, Turn
 from engine.errors import NotFound
-from engine.lifecycle import STEP, StepState, transition
 from engine.listfilters import created_between, id_starts_with
 from engine.pages import Page, PageRequest, paginate
 
@@ -23,19 +21,6 @@ def get_run(s: Session, org_id: str, run_id: str, *, lock: bool = False) -> Run:
     if run is None or run.organization_id != org_id:
         raise NotFound(f"run {run_id} not found")
     return run
-
-
-def mark_queued(s: Session, model: Any, ids: Sequence[str]) -> int:
-    """After a successful publish: pending -> queued (a no-op for rows a worker already took)."""
-    return transition(
-        s,
-        STEP,
-        model,
-        list(ids),
-        StepState.QUEUED,
-        expect=[StepState.PENDING],
-        values={"queued_at": utcnow()},
-    )
 
 
 def list_runs(

@@ -20,11 +20,11 @@ from engine.db.models import Base, Organization, Run, Step
 from engine.db.session import Database
 from engine.execute import Toolbox
 from engine.functions import FunctionRegistry
+from engine.handoff import hand_off
 from engine.ports import Work, WorkKind
 from engine.providers.base import Provider, ProviderConfig
 from engine.providers.factory import build_provider
 from engine.run.start import start_run
-from engine.runs import mark_queued
 from engine.settings import Settings
 from engine.worker.entry import Worker
 from engine.workflows import create_workflow
@@ -39,13 +39,23 @@ class QueueDispatcher:
         self.queue: list[Work] = []
         self.published: list[Work] = []
         self.revoked: list[Work] = []
+        # The broker is away: publishing and revoking raise, as the real client does.
+        self.down = False
 
     def dispatch(self, work: Sequence[Work]) -> None:
+        if self.down:
+            raise BrokerDown("the broker is away")
         self.queue.extend(work)
         self.published.extend(work)
 
     def revoke(self, work: Sequence[Work]) -> None:
+        if self.down:
+            raise BrokerDown("the broker is away")
         self.revoked.extend(work)
+
+
+class BrokerDown(ConnectionError):
+    """Raised by a :class:`QueueDispatcher` that is ``down``."""
 
 
 class Runner(Protocol):
@@ -146,9 +156,8 @@ class InProcessEngine:
         with self.db.transaction() as s:
             started = start_run(s, self.org_id, workflow_id=workflow_id, inputs=dict(inputs))
             run_id, work = started.run.id, started.work
-        self.dispatcher.dispatch(work)
-        with self.db.transaction() as s:
-            mark_queued(s, Step, [w.id for w in work if w.kind == WorkKind.STEP])
+        steps = [w.id for w in work if w.kind == WorkKind.STEP]
+        hand_off(self.db, self.dispatcher, work, mark={Step: steps}, strict=True)
         return run_id
 
     def drain(self, order: Order = "fifo", *, seed: int = 0, limit: int = 10_000) -> int:

@@ -152,7 +152,7 @@ def pause_run(run_id: str) -> Any:
     with runtime().db.transaction() as s:
         idempotent.enter(s)
         answer = _answer(s, control.pause_run(s, current().organization_id, run_id))
-    runtime().events.notify([run_id])
+    runtime().notify([run_id])
     return answer
 
 
@@ -172,7 +172,7 @@ def resume_run(run_id: str) -> Any:
         run, work = control.resume_run(s, current().organization_id, run_id)
         answer = _answer(s, run)
     rt.publish(Step, work)
-    runtime().events.notify([run_id])
+    runtime().notify([run_id])
     return answer
 
 
@@ -193,7 +193,7 @@ def cancel_run(run_id: str) -> Any:
         run, revoke = control.cancel_run(s, current().organization_id, run_id)
         answer = _answer(s, run)
     rt.revoke(revoke)
-    runtime().events.notify([run_id])
+    runtime().notify([run_id])
     return answer
 
 
@@ -244,7 +244,7 @@ def answer_input(run_id: str, body: RunInput) -> Any:
         work = answer(s, org_id, run_id, body.input, checked=checked)
         view = _answer(s, svc.get_run(s, org_id, run_id))
     rt.publish(Step, work)
-    runtime().events.notify([run_id])
+    runtime().notify([run_id])
     return view
 
 

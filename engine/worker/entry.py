@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from engine import handoff
 from engine.claims import HolderCheck
 from engine.db.models import Step
 from engine.db.session import Database
@@ -21,7 +22,7 @@ from engine.dbfaults import DatabaseAway, database_away
 from engine.events import EventBus, PollingBus
 from engine.execute import Toolbox
 from engine.leases import LeaseKeeper
-from engine.ports import Dispatcher, Work, WorkKind
+from engine.ports import Dispatcher, WorkKind
 from engine.settings import Settings
 from engine.worker.context import Job, Message, RunGraphs
 from engine.worker.executions import run_execution
@@ -119,8 +120,8 @@ class Worker:
         successor: Job | None = None
         try:
             successor = fn(msg)
-            self._publish(msg.after.publish)
-            self._revoke(msg.after.revoke)
+            handoff.publish(self.dispatcher, msg.after.publish)
+            handoff.revoke(self.dispatcher, msg.after.revoke)
             self._touched.update(msg.after.touched)
             self._notify(force=successor is None)
             return successor
@@ -131,7 +132,7 @@ class Worker:
                 raise DatabaseAway(f"database away: {type(exc).__name__}") from exc
             log.exception("orchestration fault", extra={"kind": str(kind), "id": row_id})
             try:
-                self._revoke(safety_net(self.db, kind, row_id, exc))
+                handoff.revoke(self.dispatcher, safety_net(self.db, kind, row_id, exc))
             except Exception as again:
                 if database_away(again):
                     raise DatabaseAway(f"database away: {type(again).__name__}") from again
@@ -144,25 +145,6 @@ class Worker:
                 keep = [(Step, successor.id)] if successor is not None else []
                 self.leases.keep_only(keep)
 
-    def _publish(self, work: list[Work]) -> None:
-        if not work:
-            return
-        try:
-            self.dispatcher.dispatch(work)
-        except Exception:
-            # The rows are committed as queued: the outbox sweeper publishes them again.
-            log.warning(
-                "publish failed; left to the outbox", extra={"count": len(work)}, exc_info=True
-            )
-
-    def _revoke(self, work: list[Work]) -> None:
-        if not work:
-            return
-        try:
-            self.dispatcher.revoke(work)
-        except Exception:
-            log.warning("revoke failed", exc_info=True)
-
     def _notify(self, *, force: bool) -> None:
         # A chain run in-process settles a step every few milliseconds: one nudge per
         # NOTIFY_EVERY_S is enough for listeners (they read every event from the table),
@@ -174,7 +156,4 @@ class Worker:
             return
         self._notified_at = now
         touched, self._touched = sorted(self._touched), set()
-        try:
-            self.events.notify(touched)
-        except Exception:  # listeners poll anyway
-            log.debug("event notification failed", exc_info=True)
+        handoff.notify(self.events, touched)

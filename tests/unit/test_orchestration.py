@@ -33,6 +33,7 @@ from engine.db.models import (
 from engine.db.session import Database
 from engine.execute import Toolbox, unwrap
 from engine.functions import FunctionRegistry
+from engine.handoff import hand_off
 from engine.lifecycle import StepState
 from engine.outbox import sweep
 from engine.ports import Work, WorkKind
@@ -41,7 +42,6 @@ from engine.reaper import reap
 from engine.run.control import cancel_run, pause_run, resume_run
 from engine.run.scheduler import Scheduler
 from engine.run.start import start_run
-from engine.runs import mark_queued
 from engine.settings import Settings
 from engine.testing import Order, QueueDispatcher, deliver, drain
 from engine.worker import samples
@@ -148,9 +148,8 @@ class Harness:
         return run_id
 
     def publish(self, work: list[Work]) -> None:
-        self.dispatcher.dispatch(work)
-        with self.db.transaction() as s:
-            mark_queued(s, Step, [w.id for w in work if w.kind == WorkKind.STEP])
+        steps = [w.id for w in work if w.kind == WorkKind.STEP]
+        hand_off(self.db, self.dispatcher, work, mark={Step: steps}, strict=True)
 
     # -- workers ------------------------------------------------------------------------
 
