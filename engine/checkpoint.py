@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, Text, func, insert, literal, select
+from sqlalchemy import insert, literal, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -27,20 +27,14 @@ from engine.run.scheduler import Scheduler
 from engine.run.start import Started, check_inputs, start_steps
 from engine.run.turns import open_turn, validate_answer
 from engine.runs import get_run
+from engine.store.dialects import store_named
 
 _MISSING: Any = object()
 
 
 def _sql_id(dialect: str, salt: Any) -> ColumnElement[Any]:
-    """A 24-hex id computed by the database: 4-byte seconds then 8 random bytes."""
-    if dialect == "postgresql":
-        seconds = func.lpad(
-            func.to_hex(func.floor(func.extract("epoch", func.now())).cast(BigInteger())), 8, "0"
-        )
-        rnd = func.substr(func.md5(func.random().cast(Text()) + salt), 1, 16)
-        return seconds.concat(rnd)
-    seconds = func.printf("%08x", func.cast(func.strftime("%s", "now"), Integer()))
-    return seconds.concat(func.lower(func.hex(func.randomblob(8))))
+    """A 24-hex id computed by the database (engine.store): seconds then random bytes."""
+    return store_named(dialect).sql_id(salt)
 
 
 def fork_run(

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
+from engine import handoff
 from engine.blocks import CONSENSUS_SIZES, MODEL_TYPES, n_consensus_of
 from engine.clock import utcnow
 from engine.db.models import BlockExecution
@@ -35,14 +36,6 @@ def get_execution(s: Session, org_id: str, execution_id: str) -> BlockExecution:
 # On the table, not the mapped class: executed with a dict, the class would take the ORM's
 # bulk path, all bookkeeping for one row.
 _INSERT = insert(cast(Table, BlockExecution.__table__))
-# The compare-and-set of engine.lifecycle.transition for this one move, built once.
-_MARK_QUEUED = (
-    update(BlockExecution)
-    .where(BlockExecution.id == bindparam("row_id"), BlockExecution.state == StepState.PENDING)
-    .values(state=StepState.QUEUED, queued_at=bindparam("queued_at"))
-    .execution_options(synchronize_session=False)
-)
-assert STEP.allowed(StepState.PENDING, StepState.QUEUED)
 
 
 def create_execution(
@@ -157,12 +150,7 @@ def mark_queued(s: Session, ex: BlockExecution) -> bool:
     False when the row had already moved on (a worker claimed it first: its claim goes
     pending -> queued -> running itself).
     """
-    now = utcnow()
-    result = s.connection().execute(_MARK_QUEUED, {"row_id": ex.id, "queued_at": now})
-    if not getattr(result, "rowcount", 0):
-        return False
-    ex.state, ex.queued_at = StepState.QUEUED, now
-    return True
+    return bool(handoff.mark_queued(s, BlockExecution, [ex.id]))
 
 
 def list_executions(

@@ -24,6 +24,7 @@ from engine.handoff import hand_off
 from engine.leases import lease_expired
 from engine.lifecycle import RunStatus, StepState
 from engine.ports import Dispatcher, Work, WorkKind
+from engine.store.dialects import store_for
 
 _KINDS: Sequence[tuple[Any, WorkKind]] = (
     (Step, WorkKind.STEP),
@@ -63,8 +64,7 @@ def sweep(
                 # A paused run's steps wait as pending on purpose.
                 stmt = stmt.join(Run, Run.id == Step.run_id).where(Run.status != RunStatus.PAUSED)
             stmt = stmt.order_by(model.created_at).limit(batch)
-            if not db.is_sqlite:
-                stmt = stmt.with_for_update(skip_locked=True, of=model)
+            stmt = store_for(s).skip_locked(stmt, model)
             rows = s.execute(stmt).all()
             if not rows:
                 continue

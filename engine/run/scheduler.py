@@ -11,18 +11,14 @@ blocking join. Closing a turn is engine.run.ended's.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Literal
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-from engine.db.models import Step
 from engine.execute import wrap
 from engine.graph.model import Block, Edge
 from engine.lifecycle import OPEN_STEP_STATES, StepState
 from engine.run.foreach import ForEachSteps
 from engine.run.paths import Resolved, resolved_from_row, split_scope
+from engine.store.dialects import store_for
 
 
 class Scheduler(ForEachSteps):
@@ -110,7 +106,7 @@ class Scheduler(ForEachSteps):
                 self.claimed = row
         else:
             row = self._skipped_row(block, step.scope)
-        done = self.session.execute(_insert_once(self.session.get_bind().dialect.name), row)
+        done = self.session.execute(store_for(self.session).insert_step_once, row)
         if not getattr(done, "rowcount", 0):
             if self.claimed is row:
                 self.claimed = None
@@ -169,10 +165,3 @@ class Scheduler(ForEachSteps):
             return False
         _, fe, _ = split_scope(scope)
         return e.source == fe
-
-
-@functools.lru_cache(maxsize=4)
-def _insert_once(dialect: str) -> Any:
-    table: Any = Step.__table__
-    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
-    return insert_(table).on_conflict_do_nothing(index_elements=["run_id", "step_id"])
