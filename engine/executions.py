@@ -150,7 +150,12 @@ def mark_queued(s: Session, ex: BlockExecution) -> bool:
     False when the row had already moved on (a worker claimed it first: its claim goes
     pending -> queued -> running itself).
     """
-    return bool(handoff.mark_queued(s, BlockExecution, [ex.id]))
+    now = utcnow()
+    if not handoff.mark_queued(s, BlockExecution, [ex.id], now=now):
+        return False
+    # ``ex`` was built by create_execution, never loaded: give it what the move wrote.
+    ex.state, ex.queued_at = StepState.QUEUED, now
+    return True
 
 
 def list_executions(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -28,7 +29,7 @@ from engine.ports import Dispatcher, Work
 log = logging.getLogger("quorum.handoff")
 
 
-def mark_queued(s: Session, model: Any, ids: Sequence[str]) -> int:
+def mark_queued(s: Session, model: Any, ids: Sequence[str], *, now: datetime | None = None) -> int:
     """After a successful publish: pending -> queued (a no-op for rows a worker already took)."""
     return transition(
         s,
@@ -37,7 +38,7 @@ def mark_queued(s: Session, model: Any, ids: Sequence[str]) -> int:
         list(ids),
         StepState.QUEUED,
         expect=[StepState.PENDING],
-        values={"queued_at": utcnow()},
+        values={"queued_at": now or utcnow()},
     )
 
 
