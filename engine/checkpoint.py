@@ -19,7 +19,7 @@ from engine.clock import utcnow
 from engine.db.models import Run, Step, Turn
 from engine.errors import FieldError, Invalid
 from engine.events import record_run
-from engine.graph.parse import parse_graph
+from engine.graph.cache import run_graph
 from engine.lifecycle import RUN, RunStatus, transition
 from engine.ports import Work
 from engine.run.ended import finish_turn
@@ -56,7 +56,7 @@ def fork_run(
             errors=[FieldError(loc=loc, msg=f"earlier turn {incomplete[0]} is incomplete")],
         )
     answer = turns[k].input if input is _MISSING else input
-    graph = parse_graph(parent.config, max_blocks=10_000)
+    graph = run_graph(parent.config)
     resumed = _resumed_block(s, parent.id, k) if k > 0 else None
     if resumed is not None:
         # Before anything is written or locked: the schema is the tenant's.
@@ -123,7 +123,7 @@ def _resumed_block(s: Session, parent_id: str, k: int) -> str:
 def _start_idle(s: Session, run: Run, now: datetime) -> list[Work]:
     transition(s, RUN, Run, run.id, RunStatus.STARTED, expect=[RunStatus.NOT_STARTED])
     run.status = RunStatus.STARTED
-    graph = parse_graph(run.config, max_blocks=10_000)
+    graph = run_graph(run.config)
     sched = Scheduler(session=s, run=run, graph=graph, now=now)
     finish_turn(sched)
     record_run(s, run)

@@ -9,7 +9,7 @@ from engine.clock import utcnow
 from engine.db.models import Run, Step
 from engine.errors import Conflict
 from engine.events import record_run
-from engine.graph.parse import parse_graph
+from engine.graph.cache import run_graph
 from engine.lifecycle import RUN, RunStatus, StepState, TerminationReason, transition
 from engine.ports import Work, WorkKind
 from engine.run.ended import finish_turn, terminate_run
@@ -57,7 +57,7 @@ def resume_run(s: Session, org_id: str, run_id: str) -> tuple[Run, list[Work]]:
     if not ids:
         # The last step settled while the run was paused, so no settlement is left to
         # close the turn: do it here (the UPDATE above holds the run's row lock).
-        graph = parse_graph(run.config, max_blocks=10_000)
+        graph = run_graph(run.config)
         if finish_turn(Scheduler(session=s, run=run, graph=graph, now=utcnow())):
             s.flush()
             s.refresh(run)

@@ -15,8 +15,8 @@ from engine.db.models import Run, Step, Turn
 from engine.errors import FieldError, Invalid
 from engine.events import record_run, record_step_rows
 from engine.execute import wrap
+from engine.graph.cache import run_graph
 from engine.graph.model import Graph
-from engine.graph.parse import parse_graph
 from engine.ids import new_id
 from engine.lifecycle import RunStatus, StepState
 from engine.ports import Work, WorkKind
@@ -80,7 +80,8 @@ def start_run(
 ) -> Started:
     wf = get_workflow(s, org_id, workflow_id)
     number, version_name, graph_dict, settings = resolve_graph(s, wf, version)
-    graph = parse_graph(graph_dict, max_blocks=10_000)
+    config = {**graph_dict, "settings": settings}
+    graph = run_graph(config)
     check_inputs(graph, inputs)
     now = utcnow()
     run = Run(
@@ -89,7 +90,7 @@ def start_run(
         version=number,
         version_name=version_name,
         status=RunStatus.NOT_STARTED,
-        config={**graph_dict, "settings": settings},
+        config=config,
         metadata_=dict(metadata or {}),
         initiator=initiator,
         current_turn=0,
@@ -112,7 +113,7 @@ def start_run(
 
 def start_steps(s: Session, run: Run, inputs: Mapping[str, Any], now: datetime) -> list[Work]:
     """Create the first turn's start steps as ``pending`` (published after commit)."""
-    graph = parse_graph(run.config, max_blocks=10_000)
+    graph = run_graph(run.config)
     rows: list[dict[str, Any]] = []
     for start in graph.start_blocks:
         kinds = {

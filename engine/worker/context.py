@@ -15,8 +15,8 @@ from engine.clock import as_utc
 from engine.db.models import BlockExecution, Run
 from engine.db.session import Database
 from engine.execute import BlockFailed, Outcome, Toolbox, unwrap
+from engine.graph.cache import max_visits, run_graph
 from engine.graph.model import Block, Graph
-from engine.graph.parse import parse_graph
 from engine.leases import LeaseKeeper
 from engine.ports import Work, WorkKind
 from engine.settings import Settings
@@ -86,7 +86,8 @@ class AfterCommit:
 
 
 class RunGraphs:
-    """A run's graph never changes: parse it (and read its settings) once per process."""
+    """A run's graph by run id: the run's row is read without its config on the hot path
+    (LIGHT_RUN), so the config is loaded (and its digest taken) once per run here."""
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
@@ -96,10 +97,9 @@ class RunGraphs:
     def graph(self, run: Run) -> Graph:
         graph = self._graphs.get(run.id)
         if graph is None:
-            graph = parse_graph(run.config, max_blocks=10_000)
+            graph = run_graph(run.config)
             self._graphs[run.id] = graph
-            settings = run.config.get("settings") or {}
-            self._max_visits[run.id] = int(settings.get("max_block_visits", 10))
+            self._max_visits[run.id] = max_visits(run.config)
             if len(self._graphs) > self._size:
                 evicted, _ = self._graphs.popitem(last=False)
                 self._max_visits.pop(evicted, None)
