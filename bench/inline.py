@@ -82,7 +82,7 @@ def handle(orch: Worker, work: Work) -> None:
     run: dict[WorkKind, Callable[[str], None]] = {
         WorkKind.STEP: orch.run_step,
         WorkKind.EXECUTION: orch.run_execution,
-        WorkKind.ATTEMPT: orch.run_sample,
+        WorkKind.SAMPLE: orch.run_sample,
     }
     run[work.kind](work.id)
 

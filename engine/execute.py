@@ -87,7 +87,7 @@ def run_block(block: Block, inputs: Mapping[str, Any], tools: Toolbox) -> Outcom
     if kind == "router":
         return _run_router(block, inputs)
     if kind in ("extract", "classifier", "split"):
-        response = call_model(tools.provider, model_request(block, inputs, attempt=0))
+        response = call_model(tools.provider, model_request(block, inputs, sample_index=0))
         return model_outcome(block, inputs, response.data, calls=(response,))
     raise BlockFailed("unsupported_block", f"block type {kind!r} cannot run as a single call")
 
@@ -165,7 +165,7 @@ def model_schema(block: Block) -> dict[str, Any]:
     return dict(block.config.get("schema") or {"type": "object"})
 
 
-def model_request(block: Block, inputs: Mapping[str, Any], *, attempt: int) -> ModelRequest:
+def model_request(block: Block, inputs: Mapping[str, Any], *, sample_index: int) -> ModelRequest:
     task = {"extract": "extract", "classifier": "classify", "split": "split"}[block.type]
     return ModelRequest(
         task=task,
@@ -173,7 +173,7 @@ def model_request(block: Block, inputs: Mapping[str, Any], *, attempt: int) -> M
         document=inputs.get("document"),
         json_schema=model_schema(block),
         model=block.config.get("model"),
-        attempt=attempt,
+        sample_index=sample_index,
     )
 
 
@@ -234,8 +234,8 @@ def reconcile_answers(
     answers: Sequence[Any],
     failures: Sequence[tuple[str | None, str | None]],
 ) -> tuple[Any, dict[str, Any]]:
-    """Reconcile consensus attempts field by field (``None``: the attempt failed, and
-    ``failures`` says why), keeping each attempt's raw answer or error beside the result."""
+    """Reconcile consensus samples field by field (``None``: the sample failed, and
+    ``failures`` says why), keeping each sample's raw answer or error beside the result."""
     options = ConsensusOptions(
         number_tolerance=float(block.config.get("consensus_tolerance", 0.01)),
         list_key=block.config.get("consensus_list_key"),

@@ -18,7 +18,7 @@ from sqlalchemy import and_, func, or_, select, update
 
 from engine.claims import HolderCheck
 from engine.clock import utcnow
-from engine.db.models import BlockExecution, ConsensusAttempt, Run, Step
+from engine.db.models import BlockExecution, ConsensusSample, Run, Step
 from engine.db.session import Database
 from engine.handoff import hand_off
 from engine.leases import lease_expired
@@ -29,7 +29,7 @@ from engine.store.dialects import store_for
 _KINDS: Sequence[tuple[Any, WorkKind]] = (
     (Step, WorkKind.STEP),
     (BlockExecution, WorkKind.EXECUTION),
-    (ConsensusAttempt, WorkKind.ATTEMPT),
+    (ConsensusSample, WorkKind.SAMPLE),
 )
 
 

@@ -76,7 +76,7 @@ def deliver(runner: Runner, work: Work) -> None:
     """Hand one message to a worker, as the Celery task of its kind does."""
     if work.kind == WorkKind.STEP:
         runner.run_step(work.id)
-    elif work.kind == WorkKind.ATTEMPT:
+    elif work.kind == WorkKind.SAMPLE:
         runner.run_sample(work.id)
     else:
         runner.run_execution(work.id)

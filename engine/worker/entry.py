@@ -99,7 +99,7 @@ class Worker:
         )
 
     def run_sample(self, sample_id: str, *, retried: bool = False) -> None:
-        self._handle(WorkKind.ATTEMPT, sample_id, lambda m: run_sample(m, sample_id), retried)
+        self._handle(WorkKind.SAMPLE, sample_id, lambda m: run_sample(m, sample_id), retried)
 
     def message(self, retried: bool = False) -> Message:
         """A fresh context for one message (tests drive the wing's steps with it)."""

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
-from engine.db.models import BlockExecution, ConsensusAttempt, Step
+from engine.db.models import BlockExecution, ConsensusSample, Step
 from engine.ids import new_id
 from engine.lifecycle import StepState
 from engine.ports import Work, WorkKind
@@ -48,5 +48,5 @@ def fan_out_samples(s: Session, job: Job, n: int, now: datetime) -> list[Work]:
         }
         for i in range(n)
     ]
-    s.execute(insert(ConsensusAttempt), rows)
-    return [Work(kind=WorkKind.ATTEMPT, id=r["id"]) for r in rows]
+    s.execute(insert(ConsensusSample), rows)
+    return [Work(kind=WorkKind.SAMPLE, id=r["id"]) for r in rows]

@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session
 
 from engine.claims import finish
 from engine.clock import utcnow
-from engine.db.models import BlockExecution, ConsensusAttempt, Run, Step
+from engine.db.models import BlockExecution, ConsensusSample, Run, Step
 from engine.db.session import Database, lock_row
 from engine.lifecycle import RUN, RunStatus, StepState, TerminationReason
 from engine.ports import Work, WorkKind
@@ -20,8 +20,8 @@ def safety_net(db: Database, kind: WorkKind, row_id: str, exc: Exception) -> lis
     # The message may quote a refused value: write out what no column can hold.
     error = {"type": type(exc).__name__, "message": clean_text(str(exc))[:2000]}
     with db.transaction() as s:
-        if kind == WorkKind.ATTEMPT:
-            sample = s.get(ConsensusAttempt, row_id)
+        if kind == WorkKind.SAMPLE:
+            sample = s.get(ConsensusSample, row_id)
             if sample is not None and sample.owner_kind == WorkKind.EXECUTION:
                 # The fault belongs to the execution that fanned the sample out.
                 kind, row_id = WorkKind.EXECUTION, sample.owner_id
@@ -51,7 +51,7 @@ def _run_of(s: Session, kind: WorkKind, row_id: str) -> str | None:
     if kind == WorkKind.STEP:
         step = s.get(Step, row_id)
         return step.run_id if step else None
-    sample = s.get(ConsensusAttempt, row_id)
+    sample = s.get(ConsensusSample, row_id)
     if sample is None or sample.owner_kind != WorkKind.STEP:
         return None
     owner = s.get(Step, sample.owner_id)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from engine.answers import none_valid
 from engine.claims import finish
 from engine.clock import utcnow
-from engine.db.models import BlockExecution, ConsensusAttempt, Run, Step
+from engine.db.models import BlockExecution, ConsensusSample, Run, Step
 from engine.db.session import lock_row
 from engine.execute import BlockFailed, call_model, model_outcome, model_request, reconcile_answers
 from engine.lifecycle import StepState
@@ -37,13 +37,13 @@ def run_sample(msg: Message, sample_id: str) -> None:
     # Each write here is one statement: no BEGIN/COMMIT round trips (Database.autocommit).
     with msg.db.autocommit(durable=False) as s:
         owner = None
-        c = claim_row(msg, s, ConsensusAttempt, sample_id, now)
+        c = claim_row(msg, s, ConsensusSample, sample_id, now)
         if c is not None:
             owner = owner_job(msg, s, c.row)
             if owner is None:
                 finish(
                     s,
-                    ConsensusAttempt,
+                    ConsensusSample,
                     sample_id,
                     StepState.CANCELLED,
                     attempt=c.attempt,
@@ -52,7 +52,7 @@ def run_sample(msg: Message, sample_id: str) -> None:
         s.commit()
     if c is None or owner is None:
         return
-    request = model_request(owner.block, owner.inputs, attempt=int(c.row.index))
+    request = model_request(owner.block, owner.inputs, sample_index=int(c.row.index))
     response: ModelResponse | BlockFailed
     try:
         response = call_model(msg.tools.provider, request)
@@ -66,7 +66,7 @@ def run_sample(msg: Message, sample_id: str) -> None:
     )
 
 
-def owner_job(msg: Message, s: Session, sample: ConsensusAttempt) -> Job | None:
+def owner_job(msg: Message, s: Session, sample: ConsensusSample) -> Job | None:
     """The step or execution that fanned ``sample`` out, if that claim still runs."""
     if sample.owner_kind == WorkKind.STEP:
         step = s.get(Step, sample.owner_id)
@@ -132,27 +132,27 @@ def _finish_sample(
     else:
         values = {"output": response.data}
         target, calls = StepState.COMPLETED, (response,)
-    moved = finish(s, ConsensusAttempt, sample_id, target, attempt=attempt, now=now, values=values)
+    moved = finish(s, ConsensusSample, sample_id, target, attempt=attempt, now=now, values=values)
     if moved:
         record_calls(s, owner, calls)
     return moved
 
 
-def _samples_of(s: Session, owner: Job) -> list[ConsensusAttempt]:
+def _samples_of(s: Session, owner: Job) -> list[ConsensusSample]:
     return list(
         s.scalars(
-            select(ConsensusAttempt)
+            select(ConsensusSample)
             .where(
-                ConsensusAttempt.owner_kind == str(owner.kind),
-                ConsensusAttempt.owner_id == owner.id,
-                ConsensusAttempt.owner_attempt == owner.attempt,
+                ConsensusSample.owner_kind == str(owner.kind),
+                ConsensusSample.owner_id == owner.id,
+                ConsensusSample.owner_attempt == owner.attempt,
             )
-            .order_by(ConsensusAttempt.index)
+            .order_by(ConsensusSample.index)
         ).all()
     )
 
 
-def _reconcile(owner: Job, samples: list[ConsensusAttempt], settings: Settings) -> Result:
+def _reconcile(owner: Job, samples: list[ConsensusSample], settings: Settings) -> Result:
     answers = [a.output if a.state == StepState.COMPLETED else None for a in samples]
     failures = [(a.error_type, a.error_message) for a in samples]
     if all(a is None for a in answers):

@@ -94,7 +94,7 @@ class Env:
             {
                 WorkKind.STEP: self.orch.run_step,
                 WorkKind.EXECUTION: self.orch.run_execution,
-                WorkKind.ATTEMPT: self.orch.run_sample,
+                WorkKind.SAMPLE: self.orch.run_sample,
             }[w.kind](w.id)
 
     def new_key(self) -> str:

@@ -23,7 +23,7 @@ from engine.clock import utcnow
 from engine.db.models import (
     Base,
     BlockExecution,
-    ConsensusAttempt,
+    ConsensusSample,
     ModelCall,
     Organization,
     Run,
@@ -54,7 +54,7 @@ from engine.workflows import create_workflow
 
 
 class ScriptedProvider:
-    """Answers by ``request.attempt``: the consensus attempt index (0 for a single call)."""
+    """Answers by ``request.sample_index``: the consensus sample index (0 for a single call)."""
 
     name = "scripted"
 
@@ -64,7 +64,7 @@ class ScriptedProvider:
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         self.requests.append(request)
-        answer = self.answers[request.attempt]
+        answer = self.answers[request.sample_index]
         if isinstance(answer, Exception):
             raise answer
         return ModelResponse(
@@ -557,13 +557,11 @@ def test_consensus_of_five_disagreeing_answers(h: Harness, order: str) -> None:
     value = unwrap(ex.outputs)["output"]
     assert value == {"total": pytest.approx(10), "vendor": "ACME"}
     assert h.output(run_id) == {"data": value}
-    assert sorted(r.attempt for r in h.provider.requests) == [0, 1, 2, 3, 4]
+    assert sorted(r.sample_index for r in h.provider.requests) == [0, 1, 2, 3, 4]
     assert all(r.document == "invoice text" for r in h.provider.requests)
     with h.db.sessions() as s:
         calls = s.scalars(select(ModelCall).where(ModelCall.run_id == run_id)).all()
-        attempts = s.scalars(
-            select(ConsensusAttempt).where(ConsensusAttempt.owner_id == ex.id)
-        ).all()
+        attempts = s.scalars(select(ConsensusSample).where(ConsensusSample.owner_id == ex.id)).all()
     assert len(calls) == 5
     assert {c.step_id for c in calls} == {ex.id}
     assert sum(c.prompt_tokens for c in calls) == 50
@@ -596,9 +594,7 @@ def test_consensus_with_failed_attempts(h: Harness) -> None:
     assert h.output(run_id) == {"a": "x"}
     with h.db.sessions() as s:
         states = Counter(
-            s.scalars(
-                select(ConsensusAttempt.state).where(ConsensusAttempt.owner_id == cls.id)
-            ).all()
+            s.scalars(select(ConsensusSample.state).where(ConsensusSample.owner_id == cls.id)).all()
         )
         n_calls = len(s.scalars(select(ModelCall.id).where(ModelCall.run_id == run_id)).all())
     assert states == {"completed": 3, "error": 2}
@@ -993,7 +989,7 @@ def test_finally_safety_net_fails_the_run(h: Harness, monkeypatch: pytest.Monkey
     assert start.outputs is None  # the faulty settlement was rolled back
 
 
-def test_safety_net_for_a_consensus_attempt(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_safety_net_for_a_consensus_sample(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     h.provider.answers = [{"x": 1}] * 3
     blocks = [
         start_block("doc"),
@@ -1256,7 +1252,7 @@ def test_a_stale_consensus_fan_out_creates_no_attempts(h: Harness) -> None:
         s.execute(update(Step).where(Step.id == ex_id).values(attempt=job.attempt + 1))
     settle_step(h.orch.message(), job, FanOutConsensus(n=3), claim_next=False)
     with h.db.sessions() as s:
-        assert s.scalars(select(ConsensusAttempt.id)).all() == []
+        assert s.scalars(select(ConsensusSample.id)).all() == []
     ex = h.steps(run_id)["ex"]
     assert (ex.open_children, ex.n_consensus) == (0, 1)
 

@@ -41,7 +41,7 @@ def test_every_name_is_a_registered_task(app: Celery) -> None:
 
 
 def test_a_consensus_sample_is_sent_under_its_new_name() -> None:
-    assert TASK_FOR[WorkKind.ATTEMPT] == "quorum.consensus_sample.execute"
+    assert TASK_FOR[WorkKind.SAMPLE] == "quorum.consensus_sample.execute"
     assert TASK_SAMPLE_FORMER not in TASK_FOR.values()
 
 
