@@ -15,6 +15,7 @@ from sqlalchemy import insert, literal, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from engine.blocks.registry import AWAITING_TYPES
 from engine.clock import utcnow
 from engine.db.models import Run, Step, Turn
 from engine.errors import FieldError, Invalid
@@ -108,7 +109,7 @@ def _resumed_block(s: Session, parent_id: str, k: int) -> str:
     """The resumed turn opens on the same human_input block that opened it in the parent."""
     resumed = s.scalar(
         select(Step.block_id)
-        .where(Step.run_id == parent_id, Step.turn_index == k, Step.block_type == "human_input")
+        .where(Step.run_id == parent_id, Step.turn_index == k, Step.block_type.in_(AWAITING_TYPES))
         .order_by(Step.created_at)
         .limit(1)
     )

@@ -13,7 +13,8 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from engine import handoff
-from engine.blocks import CONSENSUS_SIZES, MODEL_TYPES, n_consensus_of
+from engine.blocks.base import CONSENSUS_SIZES, n_consensus_of
+from engine.blocks.registry import kind_of
 from engine.clock import utcnow
 from engine.db.models import BlockExecution
 from engine.errors import Conflict, FieldError, Invalid, NotFound
@@ -22,8 +23,6 @@ from engine.lifecycle import STEP, StepState, transition
 from engine.pages import Page, PageRequest, paginate
 from engine.ports import Work, WorkKind
 from engine.rerun import RanStep, drift, inputs_from_upstream, load_source, ran_steps
-
-RERUNNABLE = frozenset({"function", "extract", "classifier", "split", "router", "end", "start"})
 
 
 def get_execution(s: Session, org_id: str, execution_id: str) -> BlockExecution:
@@ -60,7 +59,7 @@ def create_execution(
         raise NotFound(
             f"block {block_id} is not in the current draft of workflow {src.workflow_id}"
         )
-    if block.type not in RERUNNABLE:
+    if not kind_of(block.type).rerunnable:
         raise Invalid(
             f"a {block.type} block cannot be executed on its own",
             errors=[
@@ -71,7 +70,7 @@ def create_execution(
         )
     config = dict(block.config)
     if n_consensus is not None:
-        if block.type not in MODEL_TYPES:
+        if not kind_of(block.type).calls_model:
             raise Invalid(
                 "n_consensus applies only to extract, split and classifier blocks",
                 errors=[

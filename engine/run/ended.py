@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from engine.blocks.registry import TURN_OUTPUT_TYPES, kind_of
 from engine.db.models import Run, Step, Turn
 from engine.errors import QuorumError
 from engine.events import record_run, record_steps
@@ -68,15 +69,15 @@ def _close_turn(s: Session, run: Run, now: datetime) -> bool:
             Step.run_id == run.id,
             Step.turn_index == run.current_turn,
             Step.scope == "",
-            Step.block_type.in_(["end", "human_input"]),
+            Step.block_type.in_(TURN_OUTPUT_TYPES),
             Step.state == StepState.COMPLETED,
         )
         .order_by(Step.created_at)
     ).all()
     output: dict[str, Any] = {}
-    awaiting = [e for e in ends if e.block_type == "human_input" and e.reason == AWAITING]
+    awaiting = [e for e in ends if kind_of(e.block_type).awaits_input and e.reason == AWAITING]
     for e in ends:
-        if e.block_type == "end":
+        if kind_of(e.block_type).ends_turn:
             output.update(unwrap(e.outputs))
     if awaiting:
         first = awaiting[0]

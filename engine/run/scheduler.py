@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from engine.blocks.registry import kind_of
 from engine.execute import wrap
 from engine.graph.model import Block, Edge
 from engine.lifecycle import OPEN_STEP_STATES, StepState
@@ -33,7 +34,7 @@ class Scheduler(ForEachSteps):
             e
             for e in self.graph.outgoing(step.block_id)
             if not (
-                self.graph.by_id[step.block_id].type == "for_each" and e.source_handle == "item"
+                kind_of(self.graph.by_id[step.block_id].type).fans_out and e.source_handle == "item"
             )
         ]
         targets = list(dict.fromkeys(e.target for e in edges))
@@ -89,7 +90,7 @@ class Scheduler(ForEachSteps):
         if (
             e.source != step.block_id
             or e.source in self.graph.cyclic_blocks
-            or self.graph.by_id[e.source].type == "start"  # stores its inputs as given
+            or kind_of(self.graph.by_id[e.source].type).passes_inputs  # stores its inputs as given
             or self._is_item_edge(e, step.scope)
         ):
             return False

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from engine.blocks.registry import AWAITING_TYPES
 from engine.clock import utcnow
 from engine.db.models import Run, Step, Turn
 from engine.db.session import lock_row
@@ -66,7 +67,7 @@ def _waiting_step(s: Session, run: Run) -> Step:
         .where(
             Step.run_id == run.id,
             Step.turn_index == run.current_turn,
-            Step.block_type == "human_input",
+            Step.block_type.in_(AWAITING_TYPES),
             Step.reason == AWAITING,
         )
         .order_by(Step.created_at)

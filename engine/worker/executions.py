@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from engine.blocks import MODEL_TYPES
+from engine.blocks.registry import kind_of
 from engine.claims import finish
 from engine.clock import utcnow
 from engine.db.models import BlockExecution
@@ -48,7 +48,7 @@ def run_execution(msg: Message, execution_id: str) -> None:
 
 
 def settle_execution(msg: Message, job: Job, result: Result) -> None:
-    if job.block.type not in MODEL_TYPES:
+    if not kind_of(job.block.type).calls_model:
         # No model calls to record: every outcome below is a single statement.
         with msg.db.autocommit() as s:
             settled = settle_execution_in(s, job, result)
@@ -73,7 +73,8 @@ def settle_execution_in(s: Session, job: Job, result: Result) -> Settled:
             record_calls(s, job, result.calls)
         return Settled(publish=() if again is None else (again,))
     if isinstance(result, Outcome):
-        outputs = job.raw_inputs if job.block.type == "start" else wrap(result.outputs)
+        passes = kind_of(job.block.type).passes_inputs
+        outputs = job.raw_inputs if passes else wrap(result.outputs)
         values = {
             "outputs": outputs,
             "active_output_handles": list(result.active),

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from engine.blocks.registry import kind_of
 from engine.claims import finish
 from engine.db.models import Step
 from engine.execute import Outcome, wrap
@@ -73,7 +74,8 @@ def _hold_fan_out(s: Session, job: Job, n: int) -> bool:
 def _complete(
     s: Session, sched: Scheduler, job: Job, result: Outcome, now: datetime, duration: int | None
 ) -> Resolved | None:
-    outputs = job.raw_inputs if job.block.type == "start" else wrap(result.outputs)
+    passes = kind_of(job.block.type).passes_inputs
+    outputs = job.raw_inputs if passes else wrap(result.outputs)
     values = {
         "outputs": outputs,
         "active_output_handles": list(result.active),

@@ -14,11 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.answers import none_valid
+from engine.blocks.registry import model_kind
 from engine.claims import finish
 from engine.clock import utcnow
 from engine.db.models import BlockExecution, ConsensusSample, Run, Step
 from engine.db.session import lock_row
-from engine.execute import BlockFailed, call_model, model_outcome, model_request, reconcile_answers
+from engine.execute import BlockFailed, call_model, reconcile_answers
 from engine.lifecycle import StepState
 from engine.limits import measured
 from engine.ports import WorkKind
@@ -52,7 +53,8 @@ def run_sample(msg: Message, sample_id: str) -> None:
         s.commit()
     if c is None or owner is None:
         return
-    request = model_request(owner.block, owner.inputs, sample_index=int(c.row.index))
+    kind = model_kind(owner.block.type)
+    request = kind.request(owner.block, owner.inputs, sample_index=int(c.row.index))
     response: ModelResponse | BlockFailed
     try:
         response = call_model(msg.tools.provider, request)
@@ -158,8 +160,10 @@ def _reconcile(owner: Job, samples: list[ConsensusSample], settings: Settings) -
     if all(a is None for a in answers):
         return BlockFailed(*none_valid(failures))
     try:
-        value, consensus = reconcile_answers(owner.block, answers, failures)
-        outcome = model_outcome(owner.block, owner.inputs, value, consensus=consensus)
+        kind = model_kind(owner.block.type)
+        schema = kind.schema(owner.block.config)
+        value, consensus = reconcile_answers(owner.block, answers, failures, schema=schema)
+        outcome = kind.outcome(owner.block, owner.inputs, value, consensus=consensus)
         return measured(outcome, owner.inputs, settings)
     except BlockFailed as failure:
         return failure

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from engine.blocks import n_consensus_of
+from engine.blocks.base import n_consensus_of
 from engine.db.models import Run, Step
 from engine.events import record_steps
 from engine.ports import WorkKind

@@ -28,7 +28,6 @@ PENDING_CORE_REDESIGN: dict[str, frozenset[str]] = {
         {
             "engine.executions:create_execution",  # -> engine/executions (store + rerun)
             "engine.checkpoint:fork_run",  # -> engine/run/fork.py
-            "engine.blocks:check_config",  # -> engine/blocks/, one check per block kind
         }
     ),
 }
