@@ -18,6 +18,7 @@ from engine.blocks.registry import kind_of
 from engine.clock import utcnow
 from engine.db.models import BlockExecution
 from engine.errors import Conflict, FieldError, Invalid, NotFound
+from engine.graph.model import Block, Graph
 from engine.ids import new_id
 from engine.lifecycle import STEP, StepState, transition
 from engine.pages import Page, PageRequest, paginate
@@ -53,38 +54,8 @@ def create_execution(
     it instead of reading it again.
     """
     src = load_source(s, org_id, run_id)
-    draft = src.draft
-    block = draft.by_id.get(block_id)
-    if block is None:
-        raise NotFound(
-            f"block {block_id} is not in the current draft of workflow {src.workflow_id}"
-        )
-    if not kind_of(block.type).rerunnable:
-        raise Invalid(
-            f"a {block.type} block cannot be executed on its own",
-            errors=[
-                FieldError(
-                    loc=("body", "block_id"), msg=f"{block.type} blocks run only inside a run"
-                )
-            ],
-        )
-    config = dict(block.config)
-    if n_consensus is not None:
-        if not kind_of(block.type).calls_model:
-            raise Invalid(
-                "n_consensus applies only to extract, split and classifier blocks",
-                errors=[
-                    FieldError(
-                        loc=("body", "n_consensus"), msg=f"not allowed for a {block.type} block"
-                    )
-                ],
-            )
-        if isinstance(n_consensus, bool) or n_consensus not in CONSENSUS_SIZES[1:]:
-            raise Invalid(
-                "n_consensus must be 3, 5 or 7",
-                errors=[FieldError(loc=("body", "n_consensus"), msg="must be 3, 5 or 7")],
-            )
-        config["n_consensus"] = n_consensus
+    block = _runnable_block(src.draft, src.workflow_id, block_id)
+    config = _config_with(block, n_consensus)
     if check_eligibility:
         found = drift(src, block_id)
         if found["blocks"] or found["edges"]:
@@ -95,29 +66,11 @@ def create_execution(
             )
     steps = ran_steps(s, src.run_id, block_id, step_id)
     available = [st.as_iteration() for st in steps]
-    chosen: RanStep | None = None
-    if step_id is not None:
-        chosen = next((st for st in steps if st.step_id == step_id), None)
-        if chosen is None:
-            raise Invalid(
-                f"{step_id!r} is not a step of block {block_id} in run {run_id}",
-                errors=[
-                    FieldError(loc=("body", "step_id"), msg="not a step of this block in this run")
-                ],
-                extra={"available_iterations": available},
-            )
-    elif len(steps) > 1:
-        raise Invalid(
-            f"block {block_id} ran {len(steps)} times in this run; choose one with step_id",
-            errors=[
-                FieldError(loc=("body", "step_id"), msg="required: the block ran several times")
-            ],
-            extra={"available_iterations": available},
-        )
-    elif steps:
-        chosen = steps[0]
+    chosen = _chosen_step(steps, available, run_id, block_id, step_id)
     inputs = (
-        dict(chosen.inputs or {}) if chosen else inputs_from_upstream(s, run_id, draft, block_id)
+        dict(chosen.inputs or {})
+        if chosen
+        else inputs_from_upstream(s, run_id, src.draft, block_id)
     )
     values: dict[str, Any] = {
         "id": new_id(),
@@ -141,6 +94,73 @@ def create_execution(
     # result processing would only add bookkeeping to a few columns and one row.
     s.connection().execute(_INSERT, values)
     return BlockExecution(**values), [Work(kind=WorkKind.EXECUTION, id=values["id"])]
+
+
+def _runnable_block(draft: Graph, workflow_id: str, block_id: str) -> Block:
+    block = draft.by_id.get(block_id)
+    if block is None:
+        raise NotFound(f"block {block_id} is not in the current draft of workflow {workflow_id}")
+    if not kind_of(block.type).rerunnable:
+        raise Invalid(
+            f"a {block.type} block cannot be executed on its own",
+            errors=[
+                FieldError(
+                    loc=("body", "block_id"), msg=f"{block.type} blocks run only inside a run"
+                )
+            ],
+        )
+    return block
+
+
+def _config_with(block: Block, n_consensus: int | None) -> dict[str, Any]:
+    """The block's config, with the request's ``n_consensus`` (a model block's only)."""
+    config = dict(block.config)
+    if n_consensus is None:
+        return config
+    if not kind_of(block.type).calls_model:
+        raise Invalid(
+            "n_consensus applies only to extract, split and classifier blocks",
+            errors=[
+                FieldError(loc=("body", "n_consensus"), msg=f"not allowed for a {block.type} block")
+            ],
+        )
+    if isinstance(n_consensus, bool) or n_consensus not in CONSENSUS_SIZES[1:]:
+        raise Invalid(
+            "n_consensus must be 3, 5 or 7",
+            errors=[FieldError(loc=("body", "n_consensus"), msg="must be 3, 5 or 7")],
+        )
+    config["n_consensus"] = n_consensus
+    return config
+
+
+def _chosen_step(
+    steps: list[RanStep],
+    available: list[Any],
+    run_id: str,
+    block_id: str,
+    step_id: str | None,
+) -> RanStep | None:
+    """The step whose inputs the execution re-uses: the one named, or the only one."""
+    if step_id is not None:
+        chosen = next((st for st in steps if st.step_id == step_id), None)
+        if chosen is None:
+            raise Invalid(
+                f"{step_id!r} is not a step of block {block_id} in run {run_id}",
+                errors=[
+                    FieldError(loc=("body", "step_id"), msg="not a step of this block in this run")
+                ],
+                extra={"available_iterations": available},
+            )
+        return chosen
+    if len(steps) > 1:
+        raise Invalid(
+            f"block {block_id} ran {len(steps)} times in this run; choose one with step_id",
+            errors=[
+                FieldError(loc=("body", "step_id"), msg="required: the block ran several times")
+            ],
+            extra={"available_iterations": available},
+        )
+    return steps[0] if steps else None
 
 
 def mark_queued(s: Session, ex: BlockExecution) -> bool:

@@ -22,7 +22,7 @@ from engine.execute import Toolbox
 from engine.functions import FunctionRegistry
 from engine.handoff import hand_off
 from engine.ports import Work, WorkKind
-from engine.providers.base import Provider, ProviderConfig
+from engine.providers.base import ModelRequest, ModelResponse, Provider, ProviderConfig
 from engine.providers.factory import build_provider
 from engine.run.start import start_run
 from engine.settings import Settings
@@ -56,6 +56,34 @@ class QueueDispatcher:
 
 class BrokerDown(ConnectionError):
     """Raised by a :class:`QueueDispatcher` that is ``down``."""
+
+
+class ScriptedProvider:
+    """The Provider port as a script: answers by ``request.sample_index`` (the consensus
+    sample index, 0 for a single call); an exception in the script is raised."""
+
+    name = "scripted"
+
+    def __init__(self, answers: Sequence[Any] = ()) -> None:
+        self.answers = list(answers)
+        self.requests: list[ModelRequest] = []
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        self.requests.append(request)
+        answer = self.answers[request.sample_index]
+        if isinstance(answer, Exception):
+            raise answer
+        return ModelResponse(
+            data=answer,
+            provider="scripted",
+            model="script-1",
+            prompt_tokens=10,
+            completion_tokens=5,
+            latency_ms=7,
+        )
+
+    def close(self) -> None:
+        pass
 
 
 class Runner(Protocol):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,21 +12,15 @@ from engine.limits import TooManyRuns, check_active_runs, json_size
 from engine.settings import Settings
 from engine.worker.entry import Worker
 from engine.workflows import create_workflow, patch_block, replace_draft
-from tests.unit.test_orchestration import (
+from tests.support.harness import (
     Harness,
     block,
     edge,
     fn,
     for_each_graph,
     linear_graph,
-    new_harness,
     start_block,
 )
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    yield from new_harness(tmp_path)
 
 
 def limited(h: Harness, **limits: Any) -> None:
