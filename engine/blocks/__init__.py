@@ -6,29 +6,3 @@ out, wait for an answer, end a turn...). Code elsewhere asks ``kind_of(block.typ
 (engine.blocks.registry) instead of comparing type strings. To add a block type: a module
 here with a ``BlockKind`` subclass, listed in ``registry.KINDS``.
 """
-
-from __future__ import annotations
-
-from engine.blocks.base import BLOCK_ID, CONSENSUS_SIZES, HANDLE_ID, Handles, n_consensus_of
-from engine.blocks.registry import (
-    BLOCK_TYPES,
-    MODEL_TYPES,
-    check_config,
-    handles_of,
-    kind_of,
-)
-from engine.blocks.router import router_handles
-
-__all__ = [
-    "BLOCK_ID",
-    "BLOCK_TYPES",
-    "CONSENSUS_SIZES",
-    "HANDLE_ID",
-    "MODEL_TYPES",
-    "Handles",
-    "check_config",
-    "handles_of",
-    "kind_of",
-    "n_consensus_of",
-    "router_handles",
-]
