@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.problems import ApiProblem, validation_errors
-from engine.blocks import BLOCK_ID
+from engine.blocks.base import BLOCK_ID
 from engine.errors import FieldError
 from engine.ids import is_id
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 from flask import current_app
 
 from api.keycache import KeyCache, RevocationListener, start_key_cache
+from engine import handoff
 from engine.db.session import Database
 from engine.events import EventBus
 from engine.ports import Dispatcher, Work
-from engine.runs import mark_queued
 from engine.settings import Settings
 
 if TYPE_CHECKING:
@@ -55,38 +55,27 @@ class ApiRuntime:
 
     def publish(self, model: Any, work: Sequence[Work]) -> bool:
         """Publish committed rows, then mark them queued; False leaves them to the outbox."""
-        if not self.dispatch(work):
-            return False
-        if work:
-            with self.db.transaction() as s:
-                mark_queued(s, model, [w.id for w in work])
-        return True
+        self._crash_after_commit(work)
+        return handoff.hand_off(self.db, self.dispatcher, work, mark={model: [w.id for w in work]})
 
     def dispatch(self, work: Sequence[Work]) -> bool:
         """Publish committed rows (no more); False when the broker did not take them.
 
         The rows stay ``pending`` then, and the outbox publishes them later.
         """
-        if not work:
-            return True
-        if self.settings.has_fault("api.crash_after_commit"):
-            # Test-only: die between commit and publish, as a killed API process would.
-            os._exit(70)
-        try:
-            self.dispatcher.dispatch(work)
-        except Exception:
-            log.warning("publish failed; the outbox will publish the rows", exc_info=True)
-            return False
-        return True
+        self._crash_after_commit(work)
+        return handoff.publish(self.dispatcher, work)
 
     def revoke(self, work: Sequence[Work]) -> None:
-        """Best effort: a revoked row's late, fenced completion is discarded anyway."""
-        if not work:
-            return
-        try:
-            self.dispatcher.revoke(work)
-        except Exception:
-            log.warning("revoke failed", exc_info=True)
+        handoff.revoke(self.dispatcher, work)
+
+    def notify(self, run_ids: Sequence[str]) -> None:
+        handoff.notify(self.events, run_ids)
+
+    def _crash_after_commit(self, work: Sequence[Work]) -> None:
+        if work and self.settings.has_fault("api.crash_after_commit"):
+            # Test-only: die between commit and publish, as a killed API process would.
+            os._exit(70)
 
     def close(self) -> None:
         with self._keys_lock:

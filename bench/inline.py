@@ -24,13 +24,13 @@ from bench.seam import (
     Database,
     Dispatcher,
     LocalProvider,
-    Orchestrator,
     Provider,
     Run,
     Settings,
     Step,
     Toolbox,
     Work,
+    Worker,
     WorkKind,
     build_registry,
     create_app,
@@ -64,11 +64,11 @@ def make_orchestrator(
     db: Database,
     dispatcher: Dispatcher,
     provider: Provider | None = None,
-) -> Orchestrator:
+) -> Worker:
     tools = Toolbox(
         functions=build_registry(settings.functions), provider=provider or LocalProvider()
     )
-    return Orchestrator(
+    return Worker(
         db=db,
         dispatcher=dispatcher,
         tools=tools,
@@ -78,16 +78,16 @@ def make_orchestrator(
     )
 
 
-def handle(orch: Orchestrator, work: Work) -> None:
+def handle(orch: Worker, work: Work) -> None:
     run: dict[WorkKind, Callable[[str], None]] = {
         WorkKind.STEP: orch.run_step,
         WorkKind.EXECUTION: orch.run_execution,
-        WorkKind.ATTEMPT: orch.run_attempt,
+        WorkKind.SAMPLE: orch.run_sample,
     }
     run[work.kind](work.id)
 
 
-def drain(orch: Orchestrator, rec: RecordingDispatcher, *, limit: int = 100_000) -> int:
+def drain(orch: Worker, rec: RecordingDispatcher, *, limit: int = 100_000) -> int:
     """Run everything published, in order, until nothing is left."""
     done = 0
     while rec.work:

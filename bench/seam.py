@@ -18,13 +18,14 @@ from engine.db.session import Database
 from engine.execute import Toolbox
 from engine.executions import create_execution
 from engine.functions import build_registry
+from engine.handoff import mark_queued
 from engine.ids import new_id
-from engine.orchestrator import Orchestrator
 from engine.ports import Dispatcher, Work, WorkKind
 from engine.providers.base import Provider
 from engine.providers.local import LocalProvider
-from engine.runs import mark_queued, start_run
+from engine.run.start import start_run
 from engine.settings import Settings
+from engine.worker.entry import Worker
 from workers.celery_app import create_celery
 from workers.dispatch import CeleryDispatcher
 
@@ -35,7 +36,6 @@ __all__ = [
     "Database",
     "Dispatcher",
     "LocalProvider",
-    "Orchestrator",
     "Provider",
     "Run",
     "Settings",
@@ -43,6 +43,7 @@ __all__ = [
     "Toolbox",
     "Work",
     "WorkKind",
+    "Worker",
     "build_registry",
     "create_app",
     "create_celery",

@@ -8,11 +8,12 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from engine.clock import utcnow
 from engine.db.models import ApiKey, Organization
+from engine.store.dialects import store_for
 
 KEY_SCHEME = "qk"
 # PostgreSQL NOTIFY channel: the prefix of every key revoked, as its transaction commits,
@@ -71,9 +72,8 @@ def revoke_key(s: Session, prefix: str) -> bool:
     if key is None or key.revoked_at is not None:
         return False
     key.revoked_at = utcnow()
-    if s.get_bind().dialect.name == "postgresql":
-        # Delivered when (and only if) the revocation commits.
-        s.execute(select(func.pg_notify(REVOKED_CHANNEL, prefix)))
+    # Delivered when (and only if) the revocation commits (where the database notifies).
+    store_for(s).notify(s, REVOKED_CHANNEL, prefix)
     return True
 
 

@@ -82,34 +82,9 @@ def claim(
             values={"queued_at": now},
         )
     elif state == StepState.RUNNING:
-        if int(getattr(row, "open_children", 0) or 0) > 0:
-            # A fanned-out row (for_each iterations, consensus attempts) waits on its
-            # children, whose rows were committed with it; no worker holds it, so there is
-            # nothing to take over, and running it again would fan out a second time.
-            log.info("message for a row waiting on its children dropped", extra={"row": row_id})
-            _note_dead(row, holder_alive, dead_holders)
-            return None
-        # A live process whose lease ran out is not working on the row any more (it gave it
-        # up, or it is cut off from the database): its late settle will be fenced off.
-        if holder_alive(row.worker or "") is not False and not lease_expired(row, now, lease):
-            log.info("duplicate delivery dropped", extra={"row": row_id, "holder": row.worker})
-            return None
-        # The holder is gone: running -> queued is the table's retry move.
-        moved = transition(
-            session,
-            STEP,
-            model,
-            row_id,
-            StepState.QUEUED,
-            expect=[StepState.RUNNING],
-            attempt=row.attempt,
-        )
-        if not moved:
+        if not _take_over(session, model, row, holder_alive, lease, now, dead_holders):
             return None
         taken_over = True
-        log.warning(
-            "taking over a row whose holder is gone", extra={"row": row_id, "holder": row.worker}
-        )
     elif state != StepState.QUEUED:
         _note_dead(row, holder_alive, dead_holders)
         return None
@@ -119,6 +94,47 @@ def claim(
     return Claim(
         row_id=row_id, attempt=claimed.attempt, worker=worker, taken_over=taken_over, row=claimed
     )
+
+
+def _take_over(
+    session: Session,
+    model: Any,
+    row: Any,
+    holder_alive: HolderCheck,
+    lease: timedelta,
+    now: datetime,
+    dead_holders: set[str] | None,
+) -> bool:
+    """Hand a running row back to the queue if its holder is gone; False if it is not."""
+    row_id = row.id
+    if int(getattr(row, "open_children", 0) or 0) > 0:
+        # A fanned-out row (for_each iterations, consensus samples) waits on its
+        # children, whose rows were committed with it; no worker holds it, so there is
+        # nothing to take over, and running it again would fan out a second time.
+        log.info("message for a row waiting on its children dropped", extra={"row": row_id})
+        _note_dead(row, holder_alive, dead_holders)
+        return False
+    # A live process whose lease ran out is not working on the row any more (it gave it
+    # up, or it is cut off from the database): its late settle will be fenced off.
+    if holder_alive(row.worker or "") is not False and not lease_expired(row, now, lease):
+        log.info("duplicate delivery dropped", extra={"row": row_id, "holder": row.worker})
+        return False
+    # The holder is gone: running -> queued is the table's retry move.
+    moved = transition(
+        session,
+        STEP,
+        model,
+        row_id,
+        StepState.QUEUED,
+        expect=[StepState.RUNNING],
+        attempt=row.attempt,
+    )
+    if not moved:
+        return False
+    log.warning(
+        "taking over a row whose holder is gone", extra={"row": row_id, "holder": row.worker}
+    )
+    return True
 
 
 def _to_running(

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from engine.clock import as_utc, utcnow
 from engine.counters import CounterValue, read_counters
-from engine.db.models import BlockExecution, ConsensusAttempt, Run, Step
+from engine.db.models import BlockExecution, ConsensusSample, Run, Step
 from engine.db.session import Database
 from engine.lifecycle import RunStatus, StepState
 from engine.ports import WorkKind
@@ -24,7 +24,7 @@ from engine.ports import WorkKind
 ROW_KINDS: Sequence[tuple[WorkKind, Any]] = (
     (WorkKind.STEP, Step),
     (WorkKind.EXECUTION, BlockExecution),
-    (WorkKind.ATTEMPT, ConsensusAttempt),
+    (WorkKind.SAMPLE, ConsensusSample),
 )
 
 

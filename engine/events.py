@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 
 from engine.clock import rfc3339, utcnow
 from engine.db.models import Id, Json, Run, RunEvent, Step, Time
+from engine.store.base import Store
+from engine.store.dialects import store_for
 
 
 class EventBus(Protocol):
@@ -140,12 +142,12 @@ def flush_events(s: Session) -> None:
             params[f"data{n}"] = {**data, "at": params["at"]}
     # One statement for the whole transaction: the database reads the rows it describes
     # in their final state, and the statement (one per shape) is built and compiled once.
-    s.execute(_insert_events(s.get_bind().dialect.name, tuple(shape)), params)
+    s.execute(_insert_events(store_for(s), tuple(shape)), params)
 
 
 @functools.lru_cache(maxsize=256)
-def _insert_events(dialect: str, shape: tuple[str, ...]) -> Any:
-    parts: list[Any] = [_event_select(dialect, n, kind) for n, kind in enumerate(shape)]
+def _insert_events(store: Store, shape: tuple[str, ...]) -> Any:
+    parts: list[Any] = [_event_select(store, n, kind) for n, kind in enumerate(shape)]
     query: Any = parts[0]
     if len(parts) > 1:
         query = union_all(*parts)
@@ -154,9 +156,8 @@ def _insert_events(dialect: str, shape: tuple[str, ...]) -> Any:
     return insert(table).from_select(["run_id", "kind", "data", "created_at"], query)
 
 
-def _event_select(dialect: str, n: int, kind: str) -> Any:
-    pg = dialect == "postgresql"
-    obj = func.jsonb_build_object if pg else func.json_object
+def _event_select(store: Store, n: int, kind: str) -> Any:
+    obj = store.json_object
     at = bindparam("at", type_=String)
     run_id = bindparam(f"run{n}", type_=Id)
     now = bindparam("now", type_=Time)
@@ -170,7 +171,7 @@ def _event_select(dialect: str, n: int, kind: str) -> Any:
         return select(Run.id, literal("run"), data, now).where(Run.id == run_id)
     if kind == "ids":
         step = obj(*(x for key, c in _STEP_COLUMNS for x in (key, getattr(Step, c))))
-        steps = func.jsonb_agg(step) if pg else func.json_group_array(step)
+        steps = store.json_array_agg(step)
         return (
             select(run_id, literal("steps"), obj("steps", steps, "at", at), now)
             .where(Step.id.in_(bindparam(f"ids{n}", expanding=True)))

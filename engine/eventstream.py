@@ -29,6 +29,7 @@ from engine.db.models import Run
 from engine.db.session import Database
 from engine.events import EventBus, since
 from engine.lifecycle import RunStatus
+from engine.store.dialects import store_for
 
 TERMINAL_RUN = frozenset(
     {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.ABORTED_LOOPING}
@@ -80,9 +81,9 @@ def read_batch(
         status = s.scalar(select(Run.status).where(Run.id == run_id))
         rows = since(s, run_id, after, limit=limit)
         events = [StoredEvent(seq=r.seq, kind=r.kind, data=dict(r.data)) for r in rows]
-        writers = set(s.scalars(_WRITERS)) if events and not db.is_sqlite else set()
+        writers = set(s.scalars(_WRITERS)) if events and store_for(s).sees_writers else set()
     terminal = status in TERMINAL_RUN
-    if not events or db.is_sqlite:
+    if not events or not store_for(db.engine).sees_writers:
         return Batch(events=events, run_terminal=terminal)
     if writers:
         _wait_for_writers(db, writers, settle_s)

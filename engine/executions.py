@@ -9,20 +9,21 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
-from engine.blocks import CONSENSUS_SIZES, MODEL_TYPES, n_consensus_of
+from engine import handoff
+from engine.blocks.base import CONSENSUS_SIZES, n_consensus_of
+from engine.blocks.registry import kind_of
 from engine.clock import utcnow
 from engine.db.models import BlockExecution
 from engine.errors import Conflict, FieldError, Invalid, NotFound
+from engine.graph.model import Block, Graph
 from engine.ids import new_id
 from engine.lifecycle import STEP, StepState, transition
 from engine.pages import Page, PageRequest, paginate
 from engine.ports import Work, WorkKind
 from engine.rerun import RanStep, drift, inputs_from_upstream, load_source, ran_steps
-
-RERUNNABLE = frozenset({"function", "extract", "classifier", "split", "router", "end", "start"})
 
 
 def get_execution(s: Session, org_id: str, execution_id: str) -> BlockExecution:
@@ -35,14 +36,6 @@ def get_execution(s: Session, org_id: str, execution_id: str) -> BlockExecution:
 # On the table, not the mapped class: executed with a dict, the class would take the ORM's
 # bulk path, all bookkeeping for one row.
 _INSERT = insert(cast(Table, BlockExecution.__table__))
-# The compare-and-set of engine.lifecycle.transition for this one move, built once.
-_MARK_QUEUED = (
-    update(BlockExecution)
-    .where(BlockExecution.id == bindparam("row_id"), BlockExecution.state == StepState.PENDING)
-    .values(state=StepState.QUEUED, queued_at=bindparam("queued_at"))
-    .execution_options(synchronize_session=False)
-)
-assert STEP.allowed(StepState.PENDING, StepState.QUEUED)
 
 
 def create_execution(
@@ -61,38 +54,8 @@ def create_execution(
     it instead of reading it again.
     """
     src = load_source(s, org_id, run_id)
-    draft = src.draft
-    block = draft.by_id.get(block_id)
-    if block is None:
-        raise NotFound(
-            f"block {block_id} is not in the current draft of workflow {src.workflow_id}"
-        )
-    if block.type not in RERUNNABLE:
-        raise Invalid(
-            f"a {block.type} block cannot be executed on its own",
-            errors=[
-                FieldError(
-                    loc=("body", "block_id"), msg=f"{block.type} blocks run only inside a run"
-                )
-            ],
-        )
-    config = dict(block.config)
-    if n_consensus is not None:
-        if block.type not in MODEL_TYPES:
-            raise Invalid(
-                "n_consensus applies only to extract, split and classifier blocks",
-                errors=[
-                    FieldError(
-                        loc=("body", "n_consensus"), msg=f"not allowed for a {block.type} block"
-                    )
-                ],
-            )
-        if isinstance(n_consensus, bool) or n_consensus not in CONSENSUS_SIZES[1:]:
-            raise Invalid(
-                "n_consensus must be 3, 5 or 7",
-                errors=[FieldError(loc=("body", "n_consensus"), msg="must be 3, 5 or 7")],
-            )
-        config["n_consensus"] = n_consensus
+    block = _runnable_block(src.draft, src.workflow_id, block_id)
+    config = _config_with(block, n_consensus)
     if check_eligibility:
         found = drift(src, block_id)
         if found["blocks"] or found["edges"]:
@@ -103,31 +66,11 @@ def create_execution(
             )
     steps = ran_steps(s, src.run_id, block_id, step_id, lineage=src.lineage)
     available = [st.as_iteration() for st in steps]
-    chosen: RanStep | None = None
-    if step_id is not None:
-        chosen = next((st for st in steps if st.step_id == step_id), None)
-        if chosen is None:
-            raise Invalid(
-                f"{step_id!r} is not a step of block {block_id} in run {run_id}",
-                errors=[
-                    FieldError(loc=("body", "step_id"), msg="not a step of this block in this run")
-                ],
-                extra={"available_iterations": available},
-            )
-    elif len(steps) > 1:
-        raise Invalid(
-            f"block {block_id} ran {len(steps)} times in this run; choose one with step_id",
-            errors=[
-                FieldError(loc=("body", "step_id"), msg="required: the block ran several times")
-            ],
-            extra={"available_iterations": available},
-        )
-    elif steps:
-        chosen = steps[0]
+    chosen = _chosen_step(steps, available, run_id, block_id, step_id)
     inputs = (
         dict(chosen.inputs or {})
         if chosen
-        else inputs_from_upstream(s, run_id, draft, block_id, lineage=src.lineage)
+        else inputs_from_upstream(s, run_id, src.draft, block_id, lineage=src.lineage)
     )
     values: dict[str, Any] = {
         "id": new_id(),
@@ -153,6 +96,73 @@ def create_execution(
     return BlockExecution(**values), [Work(kind=WorkKind.EXECUTION, id=values["id"])]
 
 
+def _runnable_block(draft: Graph, workflow_id: str, block_id: str) -> Block:
+    block = draft.by_id.get(block_id)
+    if block is None:
+        raise NotFound(f"block {block_id} is not in the current draft of workflow {workflow_id}")
+    if not kind_of(block.type).rerunnable:
+        raise Invalid(
+            f"a {block.type} block cannot be executed on its own",
+            errors=[
+                FieldError(
+                    loc=("body", "block_id"), msg=f"{block.type} blocks run only inside a run"
+                )
+            ],
+        )
+    return block
+
+
+def _config_with(block: Block, n_consensus: int | None) -> dict[str, Any]:
+    """The block's config, with the request's ``n_consensus`` (a model block's only)."""
+    config = dict(block.config)
+    if n_consensus is None:
+        return config
+    if not kind_of(block.type).calls_model:
+        raise Invalid(
+            "n_consensus applies only to extract, split and classifier blocks",
+            errors=[
+                FieldError(loc=("body", "n_consensus"), msg=f"not allowed for a {block.type} block")
+            ],
+        )
+    if isinstance(n_consensus, bool) or n_consensus not in CONSENSUS_SIZES[1:]:
+        raise Invalid(
+            "n_consensus must be 3, 5 or 7",
+            errors=[FieldError(loc=("body", "n_consensus"), msg="must be 3, 5 or 7")],
+        )
+    config["n_consensus"] = n_consensus
+    return config
+
+
+def _chosen_step(
+    steps: list[RanStep],
+    available: list[Any],
+    run_id: str,
+    block_id: str,
+    step_id: str | None,
+) -> RanStep | None:
+    """The step whose inputs the execution re-uses: the one named, or the only one."""
+    if step_id is not None:
+        chosen = next((st for st in steps if st.step_id == step_id), None)
+        if chosen is None:
+            raise Invalid(
+                f"{step_id!r} is not a step of block {block_id} in run {run_id}",
+                errors=[
+                    FieldError(loc=("body", "step_id"), msg="not a step of this block in this run")
+                ],
+                extra={"available_iterations": available},
+            )
+        return chosen
+    if len(steps) > 1:
+        raise Invalid(
+            f"block {block_id} ran {len(steps)} times in this run; choose one with step_id",
+            errors=[
+                FieldError(loc=("body", "step_id"), msg="required: the block ran several times")
+            ],
+            extra={"available_iterations": available},
+        )
+    return steps[0] if steps else None
+
+
 def mark_queued(s: Session, ex: BlockExecution) -> bool:
     """After a successful publish: pending -> queued, on the row and on ``ex``.
 
@@ -160,9 +170,9 @@ def mark_queued(s: Session, ex: BlockExecution) -> bool:
     pending -> queued -> running itself).
     """
     now = utcnow()
-    result = s.connection().execute(_MARK_QUEUED, {"row_id": ex.id, "queued_at": now})
-    if not getattr(result, "rowcount", 0):
+    if not handoff.mark_queued(s, BlockExecution, [ex.id], now=now):
         return False
+    # ``ex`` was built by create_execution, never loaded: give it what the move wrote.
     ex.state, ex.queued_at = StepState.QUEUED, now
     return True
 

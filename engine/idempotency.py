@@ -30,13 +30,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from engine.clock import as_utc, utcnow
 from engine.db.models import IdempotencyRecord
 from engine.db.session import Database
 from engine.errors import Conflict, FieldError, Invalid
+from engine.store.dialects import store_for
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 200
@@ -123,10 +124,8 @@ def guard(*, organization_id: str, key: str, method: str, path: str, body: bytes
 def enter(s: Session, g: Guard, *, now: datetime | None = None) -> None:
     """Hold the key for this transaction, or raise :class:`KeyInUse`, :class:`Replayed`
     or :class:`KeyReused`."""
-    if s.get_bind().dialect.name == "postgresql":
-        lock = func.pg_try_advisory_xact_lock(func.hashtextextended(_lock_name(g), 0))
-        if not s.scalar(select(lock)):
-            raise KeyInUse(f"a request with this {HEADER} is in progress; retry shortly")
+    if not store_for(s).try_transaction_lock(s, _lock_name(g)):
+        raise KeyInUse(f"a request with this {HEADER} is in progress; retry shortly")
     rec = s.get(IdempotencyRecord, (g.organization_id, g.key), populate_existing=True)
     if rec is None:
         return

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import bindparam, update
 
 from engine.clock import as_utc, utcnow
-from engine.db.models import BlockExecution, ConsensusAttempt, Step
+from engine.db.models import BlockExecution, ConsensusSample, Step
 from engine.db.session import Database
 from engine.lifecycle import StepState
 
@@ -31,7 +31,7 @@ log = logging.getLogger("quorum.leases")
 MODELS: dict[str, Any] = {
     Step.__tablename__: Step,
     BlockExecution.__tablename__: BlockExecution,
-    ConsensusAttempt.__tablename__: ConsensusAttempt,
+    ConsensusSample.__tablename__: ConsensusSample,
 }
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from engine.blocks.registry import kind_of
 from engine.db.models import Run
 from engine.errors import FieldError, QuorumError
 from engine.execute import BlockFailed, Outcome
@@ -105,7 +106,7 @@ def route_errors(
     compiled: compiling 2,000 of them is already the work the limit prevents)."""
     errors: list[FieldError] = []
     for i, block in enumerate(blocks if isinstance(blocks, list) else []):
-        if not isinstance(block, Mapping) or block.get("type") != "router":
+        if not isinstance(block, Mapping) or not kind_of(str(block.get("type"))).routes:
             continue
         config = block.get("config")
         routes = config.get("routes") if isinstance(config, Mapping) else None

@@ -17,7 +17,7 @@ from engine.ports import Metrics
 log = logging.getLogger("quorum.observe")
 
 # Results of a block that neither completed nor failed yet (engine.orchestrator).
-_KINDS = {"steps": "step", "block_executions": "execution", "consensus_attempts": "attempt"}
+_KINDS = {"steps": "step", "block_executions": "execution", "consensus_samples": "sample"}
 _OUTCOMES = {"FanOut": "fanned_out", "FanOutConsensus": "fanned_out", "AwaitInput": "awaiting"}
 
 

@@ -19,17 +19,18 @@ from sqlalchemy import and_, func, or_, select, update
 from engine.claims import HolderCheck
 from engine.clock import utcnow
 from engine.counters import OUTBOX_REPUBLISHED, increment
-from engine.db.models import BlockExecution, ConsensusAttempt, Run, Step
+from engine.db.models import BlockExecution, ConsensusSample, Run, Step
 from engine.db.session import Database
+from engine.handoff import hand_off
 from engine.leases import lease_expired
 from engine.lifecycle import RunStatus, StepState
 from engine.ports import Dispatcher, Work, WorkKind
-from engine.runs import mark_queued
+from engine.store.dialects import store_for
 
 _KINDS: Sequence[tuple[Any, WorkKind]] = (
     (Step, WorkKind.STEP),
     (BlockExecution, WorkKind.EXECUTION),
-    (ConsensusAttempt, WorkKind.ATTEMPT),
+    (ConsensusSample, WorkKind.SAMPLE),
 )
 
 
@@ -64,8 +65,7 @@ def sweep(
                 # A paused run's steps wait as pending on purpose.
                 stmt = stmt.join(Run, Run.id == Step.run_id).where(Run.status != RunStatus.PAUSED)
             stmt = stmt.order_by(model.created_at).limit(batch)
-            if not db.is_sqlite:
-                stmt = stmt.with_for_update(skip_locked=True, of=model)
+            stmt = store_for(s).skip_locked(stmt, model)
             rows = s.execute(stmt).all()
             if not rows:
                 continue
@@ -81,14 +81,12 @@ def sweep(
             work.extend(Work(kind=kind, id=i) for i in ids)
         if holder_alive is not None:
             work.extend(_orphans(s, now, cutoff, lease_s, holder_alive, batch))
+        if work:
+            # Counted with the rows it restarts the clock on: one commit, not a second one.
+            increment(s, OUTBOX_REPUBLISHED, len(work))
     if not work:
         return 0
-    dispatcher.dispatch(work)
-    with db.transaction() as s:
-        increment(s, OUTBOX_REPUBLISHED, len(work))  # metrics:
-        for model, ids in pending.items():
-            if ids:
-                mark_queued(s, model, ids)
+    hand_off(db, dispatcher, work, mark=pending, strict=True)
     return len(work)
 
 

@@ -16,7 +16,7 @@ from typing import Protocol
 class WorkKind(enum.StrEnum):
     STEP = "step"
     EXECUTION = "execution"
-    ATTEMPT = "attempt"
+    SAMPLE = "sample"
 
 
 @dataclass(frozen=True, kw_only=True)

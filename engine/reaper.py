@@ -7,17 +7,17 @@ re-checked under its row lock, so two reapers at once fail it once.
 
 from __future__ import annotations
 
-import contextlib
 from datetime import timedelta
 
 from sqlalchemy import select
 
+from engine import handoff
 from engine.clock import as_utc, utcnow
 from engine.db.models import Run
 from engine.db.session import Database, lock_row
 from engine.lifecycle import RunStatus, TerminationReason
 from engine.ports import Dispatcher, Work
-from engine.termination import terminate_run
+from engine.run.ended import terminate_run
 
 MIN_STALE_S = 1.0
 
@@ -65,8 +65,5 @@ def reap(db: Database, dispatcher: Dispatcher, *, default_after_s: float, batch:
             if ended is not None:
                 reaped += 1
                 revoke.extend(ended)
-    if revoke:
-        # Best effort: a fenced completion of a revoked step is discarded anyway.
-        with contextlib.suppress(Exception):
-            dispatcher.revoke(revoke)
+    handoff.revoke(dispatcher, revoke)
     return reaped

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from engine.db.models import Run, Step, Workflow
 from engine.errors import FieldError, Invalid, NotFound
+from engine.graph import cache as graph_cache
 from engine.graph.drift import upstream_drift
 from engine.graph.model import Graph
 from engine.graph.parse import parse_graph
@@ -112,7 +113,7 @@ def load_source(s: Session, org_id: str, run_id: str) -> Source:
     if row is None or row.organization_id != org_id or row.workflow_org != org_id:
         raise NotFound(f"run {run_id} not found")
     if run_graph is None:
-        run_graph = _RUN_GRAPHS.get(run_id, lambda: _parse(row.config))
+        run_graph = _RUN_GRAPHS.get(run_id, lambda: graph_cache.run_graph(row.config))
     updated_at: datetime = row.updated_at
     return Source(
         run_id=run_id,

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from engine.db.models import Run, RunEvent
 from engine.db.session import Database
 from engine.eventstream import _WRITERS, StoredEvent, _wait_for_writers
+from engine.store.dialects import store_for
 
 HEARTBEAT = None
 
@@ -43,7 +44,7 @@ def _read(db: Database, org_id: str, after: int, limit: int) -> tuple[list[Store
     )
     with db.transaction() as s:
         events = [StoredEvent(seq=r.seq, kind=r.kind, data=dict(r.data)) for r in s.execute(stmt)]
-        writers = set(s.scalars(_WRITERS)) if events and not db.is_sqlite else set()
+        writers = set(s.scalars(_WRITERS)) if events and store_for(s).sees_writers else set()
     if writers:
         _wait_for_writers(db, writers, 2.0)
     return events, bool(writers)
@@ -67,7 +68,7 @@ def end_position(db: Database) -> int:
     """The last ``seq`` stored, once every number below it is committed or rolled back."""
     with db.transaction() as s:
         top = s.scalar(select(func.max(RunEvent.seq))) or 0
-        writers = set(s.scalars(_WRITERS)) if not db.is_sqlite else set()
+        writers = set(s.scalars(_WRITERS)) if store_for(s).sees_writers else set()
     if writers:
         _wait_for_writers(db, writers, 2.0)
     return int(top)

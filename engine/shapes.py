@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+from engine.blocks.registry import kind_of
 from engine.errors import FieldError, Invalid
 from engine.graph.model import Graph
 
@@ -38,7 +39,7 @@ def shape_errors(graph: Graph, loc: Loc = ()) -> Iterator[FieldError]:
 
 def _bodies_without_entry(graph: Graph, loc: Loc, index: Mapping[str, int]) -> Iterator[FieldError]:
     for fe in graph.blocks:
-        if fe.type != "for_each":
+        if not kind_of(fe.type).fans_out:
             continue
         body = [str(b) for b in fe.config.get("body") or []]
         entries = [
@@ -58,9 +59,9 @@ def _bodies_without_entry(graph: Graph, loc: Loc, index: Mapping[str, int]) -> I
 def _edges_leaving_loops(graph: Graph, loc: Loc) -> Iterator[FieldError]:
     loops = [comp for comp in graph._sccs if graph._is_loop(comp)]
     for j, e in enumerate(graph.edges):
-        if e.target in graph.cyclic_blocks or graph.by_id[e.source].type == "router":
+        if e.target in graph.cyclic_blocks or kind_of(graph.by_id[e.source].type).routes:
             continue  # a block on a loop runs on every activation: it waits for nothing
-        if e.source_handle == "item" and graph.by_id[e.source].type == "for_each":
+        if e.source_handle == "item" and kind_of(graph.by_id[e.source].type).fans_out:
             continue  # into the body, which runs on each of the for_each's activations
         comp = next((c for c in loops if e.source in c), None)
         if comp is None:

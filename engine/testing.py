@@ -2,7 +2,7 @@
 
 A test double that ships with the package (like dramatiq's ``StubBroker``): the
 :class:`QueueDispatcher` keeps what a broker would deliver in a list, and :func:`drain`
-plays the workers, handing each message to an :class:`~engine.orchestrator.Orchestrator`
+plays the workers, handing each message to an :class:`~engine.worker.entry.Worker`
 in FIFO, LIFO or shuffled order to vary the interleavings a real broker produces. It is
 what the unit tests and the graph property test run workflows on; production uses
 ``workers.dispatch.CeleryDispatcher``.
@@ -22,9 +22,9 @@ from engine.db.models import Base, Organization, Run, Step, Turn
 from engine.db.session import Database
 from engine.execute import Toolbox
 from engine.functions import FunctionRegistry
+from engine.handoff import hand_off
 from engine.ids import new_id
 from engine.lineage import inherited, lineage_of, sees
-from engine.orchestrator import Orchestrator
 from engine.ports import Metrics, NoMetrics, Work, WorkKind
 from engine.providers.base import (
     ModelRequest,
@@ -34,8 +34,9 @@ from engine.providers.base import (
     ProviderError,
 )
 from engine.providers.factory import build_provider
-from engine.runs import mark_queued, start_run
+from engine.run.start import start_run
 from engine.settings import Settings
+from engine.worker.entry import Worker
 from engine.workflows import create_workflow
 
 Order = Literal["fifo", "lifo", "shuffle"]
@@ -48,12 +49,18 @@ class QueueDispatcher:
         self.queue: list[Work] = []
         self.published: list[Work] = []
         self.revoked: list[Work] = []
+        # The broker is away: publishing and revoking raise, as the real client does.
+        self.down = False
 
     def dispatch(self, work: Sequence[Work]) -> None:
+        if self.down:
+            raise BrokerDown("the broker is away")
         self.queue.extend(work)
         self.published.extend(work)
 
     def revoke(self, work: Sequence[Work]) -> None:
+        if self.down:
+            raise BrokerDown("the broker is away")
         self.revoked.extend(work)
 
 
@@ -76,7 +83,7 @@ class RecordingMetrics:
 
 
 class FailingSamples:
-    """A provider whose calls for the given consensus attempt indices fail (HTTP 503);
+    """A provider whose calls for the given consensus sample indices fail (HTTP 503);
     every other call is answered by ``inner``."""
 
     name = "failing-samples"
@@ -86,7 +93,7 @@ class FailingSamples:
         self.failing = failing
 
     def complete(self, request: ModelRequest) -> ModelResponse:
-        if request.attempt in self.failing:
+        if request.sample_index in self.failing:
             raise ProviderError("provider_http_error", "HTTP 503", retryable=False, status_code=503)
         return self.inner.complete(request)
 
@@ -94,14 +101,46 @@ class FailingSamples:
         self.inner.close()
 
 
+class BrokerDown(ConnectionError):
+    """Raised by a :class:`QueueDispatcher` that is ``down``."""
+
+
+class ScriptedProvider:
+    """The Provider port as a script: answers by ``request.sample_index`` (the consensus
+    sample index, 0 for a single call); an exception in the script is raised."""
+
+    name = "scripted"
+
+    def __init__(self, answers: Sequence[Any] = ()) -> None:
+        self.answers = list(answers)
+        self.requests: list[ModelRequest] = []
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        self.requests.append(request)
+        answer = self.answers[request.sample_index]
+        if isinstance(answer, Exception):
+            raise answer
+        return ModelResponse(
+            data=answer,
+            provider="scripted",
+            model="script-1",
+            prompt_tokens=10,
+            completion_tokens=5,
+            latency_ms=7,
+        )
+
+    def close(self) -> None:
+        pass
+
+
 class Runner(Protocol):
-    """What a worker calls for each message kind (the Orchestrator's entry points)."""
+    """What a worker calls for each message kind (engine.worker.entry.Worker's)."""
 
     def run_step(self, step_id: str, *, retried: bool = False) -> None: ...
 
     def run_execution(self, execution_id: str, *, retried: bool = False) -> None: ...
 
-    def run_attempt(self, attempt_id: str, *, retried: bool = False) -> None: ...
+    def run_sample(self, sample_id: str, *, retried: bool = False) -> None: ...
 
 
 class QueueNeverDrains(AssertionError):
@@ -112,8 +151,8 @@ def deliver(runner: Runner, work: Work) -> None:
     """Hand one message to a worker, as the Celery task of its kind does."""
     if work.kind == WorkKind.STEP:
         runner.run_step(work.id)
-    elif work.kind == WorkKind.ATTEMPT:
-        runner.run_attempt(work.id)
+    elif work.kind == WorkKind.SAMPLE:
+        runner.run_sample(work.id)
     else:
         runner.run_execution(work.id)
 
@@ -148,7 +187,7 @@ def drain(
 
 
 class InProcessEngine:
-    """A whole engine in one process: a database, one organization, an orchestrator on a
+    """A whole engine in one process: a database, one organization, a worker (engine.worker) on a
     :class:`QueueDispatcher`. ``run_to_rest`` starts a run and drains its messages."""
 
     def __init__(
@@ -171,7 +210,7 @@ class InProcessEngine:
         self.functions = functions or FunctionRegistry()
         self.provider = provider or build_provider(ProviderConfig.from_settings(settings))
         self.dispatcher = QueueDispatcher()
-        self.orchestrator = Orchestrator(
+        self.worker = Worker(
             db=self.db,
             dispatcher=self.dispatcher,
             tools=Toolbox(functions=self.functions, provider=self.provider),
@@ -194,13 +233,12 @@ class InProcessEngine:
         with self.db.transaction() as s:
             started = start_run(s, self.org_id, workflow_id=workflow_id, inputs=dict(inputs))
             run_id, work = started.run.id, started.work
-        self.dispatcher.dispatch(work)
-        with self.db.transaction() as s:
-            mark_queued(s, Step, [w.id for w in work if w.kind == WorkKind.STEP])
+        steps = [w.id for w in work if w.kind == WorkKind.STEP]
+        hand_off(self.db, self.dispatcher, work, mark={Step: steps}, strict=True)
         return run_id
 
     def drain(self, order: Order = "fifo", *, seed: int = 0, limit: int = 10_000) -> int:
-        return drain(self.orchestrator, self.dispatcher, order, seed=seed, limit=limit)
+        return drain(self.worker, self.dispatcher, order, seed=seed, limit=limit)
 
     def run_to_rest(
         self,

@@ -30,7 +30,7 @@ from workers.names import TASK_EXECUTION, TASK_SAMPLE, TASK_STEP
 TASK_FOR = {
     WorkKind.STEP: TASK_STEP,
     WorkKind.EXECUTION: TASK_EXECUTION,
-    WorkKind.ATTEMPT: TASK_SAMPLE,
+    WorkKind.SAMPLE: TASK_SAMPLE,
 }
 
 # Redis commands per pipeline round trip: a fan-out of 1,000 (a message and a task-sent

@@ -1,4 +1,4 @@
-"""Per-process runtime of a worker: database, provider, dispatcher and orchestrator.
+"""Per-process runtime of a worker: database, provider, dispatcher and worker wing.
 
 Built lazily in the process that runs tasks (after the prefork fork), never at import.
 """
@@ -16,10 +16,10 @@ from engine.db.session import Database
 from engine.execute import Toolbox
 from engine.functions import build_registry
 from engine.leases import LeaseKeeper
-from engine.orchestrator import Orchestrator
 from engine.providers.base import Provider, ProviderConfig
 from engine.providers.factory import build_provider
 from engine.settings import Settings
+from engine.worker.entry import Worker
 from workers.dispatch import CeleryDispatcher
 from workers.events import event_bus
 from workers.metrics import worker_metrics
@@ -72,7 +72,7 @@ class Runtime:
     settings: Settings
     db: Database
     provider: Provider
-    orchestrator: Orchestrator
+    worker: Worker
     dispatcher: CeleryDispatcher
     leases: LeaseKeeper
 
@@ -98,7 +98,7 @@ def runtime_for(app: Celery) -> Runtime:
         # Started here, in the process that runs tasks (after the prefork fork).
         leases = LeaseKeeper(db, worker=identity(), lease_s=settings.lease_s)
         leases.start()
-        orchestrator = Orchestrator(
+        worker = Worker(
             db=db,
             dispatcher=dispatcher,
             tools=tools,
@@ -113,7 +113,7 @@ def runtime_for(app: Celery) -> Runtime:
             settings=settings,
             db=db,
             provider=provider,
-            orchestrator=orchestrator,
+            worker=worker,
             dispatcher=dispatcher,
             leases=leases,
         )

@@ -1,4 +1,4 @@
-"""Celery tasks: thin shells that hand a row id to the orchestrator."""
+"""Celery tasks: thin shells that hand a row id to the worker wing (engine.worker.entry)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 
 from celery import Celery, Task
 
-from engine.orchestrator import DATABASE_AWAY, RetryRow
 from engine.outbox import sweep
+from engine.worker.entry import DATABASE_AWAY, RetryRow
 from workers.names import (
     TASK_EXECUTION,
     TASK_PURGE,
@@ -22,7 +22,7 @@ from workers.runtime import holder_alive, runtime_for
 log = logging.getLogger("quorum.tasks")
 
 # The database being away is the one failure worth retrying here: every other fault is
-# settled by the orchestrator on the row itself.
+# settled by the worker wing on the row itself.
 RETRY = {
     "autoretry_for": DATABASE_AWAY,
     "retry_backoff": 1,
@@ -40,7 +40,7 @@ def register(app: Celery) -> None:
     @app.task(name=TASK_STEP, shared=False, bind=True, **RETRY)
     def execute_step(self: Task, step_id: str) -> None:
         try:
-            runtime_for(app).orchestrator.run_step(step_id, retried=_retried(self))
+            runtime_for(app).worker.run_step(step_id, retried=_retried(self))
         except RetryRow as exc:
             # A successor run in-process failed on the database: retry it, by its own id.
             delay = min(30, 2**self.request.retries)
@@ -48,10 +48,10 @@ def register(app: Celery) -> None:
 
     @app.task(name=TASK_EXECUTION, shared=False, bind=True, **RETRY)
     def execute_block(self: Task, execution_id: str) -> None:
-        runtime_for(app).orchestrator.run_execution(execution_id, retried=_retried(self))
+        runtime_for(app).worker.run_execution(execution_id, retried=_retried(self))
 
     def execute_sample(self: Task, sample_id: str) -> None:
-        runtime_for(app).orchestrator.run_attempt(sample_id, retried=_retried(self))
+        runtime_for(app).worker.run_sample(sample_id, retried=_retried(self))
 
     for name in (TASK_SAMPLE, TASK_SAMPLE_FORMER):
         app.task(name=name, shared=False, bind=True, **RETRY)(execute_sample)

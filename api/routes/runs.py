@@ -9,18 +9,20 @@ from flask import Blueprint
 import api.idempotent as idempotent
 import api.resources as resources
 import api.views as views
+import engine.run.control as control
 import engine.runs as svc
 from api.auth import current
 from api.bodies import CheckpointBody, CommentBody, CreateRun, RunInput
 from api.queries import PageQuery, RunsListQuery
 from api.registry import registry
 from api.runtime import runtime
-from engine.checkpoint import fork_run
 from engine.db.models import Run, Step
 from engine.limits import check_active_runs
 from engine.ports import Work
-from engine.turns import answer_input as answer
-from engine.turns import awaiting, validate_answer
+from engine.run.fork import fork_run
+from engine.run.start import start_run
+from engine.run.turns import answer_input as answer
+from engine.run.turns import awaiting, validate_answer
 
 bp = Blueprint("runs", __name__)
 route = registry.route
@@ -68,7 +70,7 @@ def create_run(body: CreateRun) -> Any:
     with rt.db.transaction() as s:
         idempotent.enter(s)
         check_active_runs(s, current().organization_id, rt.settings)
-        started = svc.start_run(
+        started = start_run(
             s,
             current().organization_id,
             workflow_id=body.workflow_id,
@@ -149,8 +151,8 @@ def list_steps(run_id: str, query: PageQuery) -> Any:
 def pause_run(run_id: str) -> Any:
     with runtime().db.transaction() as s:
         idempotent.enter(s)
-        answer = _answer(s, svc.pause_run(s, current().organization_id, run_id))
-    runtime().events.notify([run_id])
+        answer = _answer(s, control.pause_run(s, current().organization_id, run_id))
+    runtime().notify([run_id])
     return answer
 
 
@@ -167,10 +169,10 @@ def resume_run(run_id: str) -> Any:
     rt = runtime()
     with rt.db.transaction() as s:
         idempotent.enter(s)
-        run, work = svc.resume_run(s, current().organization_id, run_id)
+        run, work = control.resume_run(s, current().organization_id, run_id)
         answer = _answer(s, run)
     rt.publish(Step, work)
-    runtime().events.notify([run_id])
+    runtime().notify([run_id])
     return answer
 
 
@@ -188,10 +190,10 @@ def cancel_run(run_id: str) -> Any:
     revoke: list[Work]
     with rt.db.transaction() as s:
         idempotent.enter(s)
-        run, revoke = svc.cancel_run(s, current().organization_id, run_id)
+        run, revoke = control.cancel_run(s, current().organization_id, run_id)
         answer = _answer(s, run)
     rt.revoke(revoke)
-    runtime().events.notify([run_id])
+    runtime().notify([run_id])
     return answer
 
 
@@ -242,7 +244,7 @@ def answer_input(run_id: str, body: RunInput) -> Any:
         work = answer(s, org_id, run_id, body.input, checked=checked)
         view = _answer(s, svc.get_run(s, org_id, run_id))
     rt.publish(Step, work)
-    runtime().events.notify([run_id])
+    runtime().notify([run_id])
     return view
 
 

@@ -181,7 +181,7 @@ class Step(LifecycleColumns, Base):
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     n_consensus: Mapped[int] = mapped_column(Integer, default=1)
     consensus: Mapped[dict[str, Any] | None] = mapped_column(Json)
-    # Children still open: consensus attempts or for_each iterations (a join counter).
+    # Children still open: consensus samples or for_each iterations (a join counter).
     open_children: Mapped[int] = mapped_column(Integer, default=0)
     __table_args__ = (
         UniqueConstraint("run_id", "step_id"),
@@ -217,20 +217,21 @@ class BlockExecution(LifecycleColumns, Base):
     )
 
 
-class ConsensusAttempt(LifecycleColumns, Base):
+class ConsensusSample(LifecycleColumns, Base):
     """One of the ``n_consensus`` parallel model calls of a step or a block execution."""
 
-    __tablename__ = "consensus_attempts"
+    __tablename__ = "consensus_samples"
     id: Mapped[str] = _id_column()
     owner_kind: Mapped[str] = mapped_column(String(16))  # "step" | "execution"
     owner_id: Mapped[str] = mapped_column(Id)
-    # The owner's claim this attempt belongs to; attempts of a superseded claim are ignored.
+    # The owner's claim (its attempt) this sample belongs to; samples of a superseded claim
+    # are ignored.
     owner_attempt: Mapped[int] = mapped_column(Integer)
     index: Mapped[int] = mapped_column(Integer)
     output: Mapped[Any] = mapped_column(Json, nullable=True)
     __table_args__ = (
         UniqueConstraint("owner_kind", "owner_id", "owner_attempt", "index"),
-        Index("ix_consensus_attempts_open_state", "state", "queued_at", **_OPEN_ONLY),
+        Index("ix_consensus_samples_open_state", "state", "queued_at", **_OPEN_ONLY),
     )
 
 

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.blocks import BLOCK_ID, BLOCK_TYPES, HANDLE_ID, check_config, handles_of
+from engine.blocks.base import BLOCK_ID, HANDLE_ID
+from engine.blocks.registry import BLOCK_TYPES, check_config, handles_of, kind_of
 from engine.errors import FieldError, Invalid
 from engine.graph.model import Block, Edge, Graph
 from engine.graph.rules import Loc, structure_errors
@@ -44,7 +45,7 @@ def parse_graph(
     blocks = [b for i, raw in enumerate(raw_blocks) if (b := reader.block(i, raw)) is not None]
     by_id = {b.id: b for b in blocks}
     edges = [e for j, raw in enumerate(raw_edges) if (e := reader.edge(j, raw, by_id)) is not None]
-    if not any(b.type == "start" for b in blocks) and not reader.errors:
+    if not any(kind_of(b.type).passes_inputs for b in blocks) and not reader.errors:
         reader.error((*loc, "blocks"), "a start block is required")
     if reader.errors:
         raise Invalid(INVALID, errors=reader.errors)

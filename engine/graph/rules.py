@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+from engine.blocks.registry import kind_of
 from engine.errors import FieldError
 from engine.graph.model import Graph
 
 Loc = tuple[str | int, ...]
-# Blocks that run once per turn of a run, never once per iteration of a body.
-_NEVER_IN_A_BODY = ("start", "end", "human_input")
 
 
 def structure_errors(graph: Graph, loc: Loc, index: Mapping[str, int]) -> Iterator[FieldError]:
@@ -27,11 +26,11 @@ def structure_errors(graph: Graph, loc: Loc, index: Mapping[str, int]) -> Iterat
 
 def _body_members(graph: Graph, loc: Loc, index: Mapping[str, int]) -> Iterator[FieldError]:
     for b in graph.blocks:
-        if b.type != "for_each":
+        if not kind_of(b.type).fans_out:
             continue
         for member in b.config.get("body") or []:
             m = graph.by_id.get(str(member))
-            if m is None or m.type in _NEVER_IN_A_BODY or m.id == b.id:
+            if m is None or kind_of(m.type).once_per_turn or m.id == b.id:
                 yield FieldError(
                     loc=(*loc, "blocks", index[b.id], "config", "body"),
                     msg=f"{member!r} cannot be a body block",
@@ -52,7 +51,7 @@ def _boundary_edges(graph: Graph, loc: Loc) -> Iterator[FieldError]:
             )
         elif (
             e.source_handle == "item"
-            and graph.by_id[e.source].type == "for_each"
+            and kind_of(graph.by_id[e.source].type).fans_out
             and dst_scope != e.source
         ):
             yield FieldError(
@@ -64,7 +63,7 @@ def _boundary_edges(graph: Graph, loc: Loc) -> Iterator[FieldError]:
 def _loops_without_router(graph: Graph, loc: Loc) -> Iterator[FieldError]:
     # A strongly connected component without a router would wait on itself forever.
     for comp in graph._sccs:
-        if graph._is_loop(comp) and not any(graph.by_id[b].type == "router" for b in comp):
+        if graph._is_loop(comp) and not any(kind_of(graph.by_id[b].type).routes for b in comp):
             members = sorted(comp)
             bad = [j for j, e in enumerate(graph.edges) if e.source in comp and e.target in comp]
             yield FieldError(

@@ -23,8 +23,9 @@ class ModelRequest:
     document: Any
     json_schema: Mapping[str, Any]
     model: str | None = None
-    # Consensus attempt index; providers may vary sampling with it, the local one does not.
-    attempt: int = 0
+    # Which consensus sample this is; providers may vary sampling with it, the local one
+    # does not.
+    sample_index: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

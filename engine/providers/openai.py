@@ -78,9 +78,9 @@ class OpenAICompatibleProvider:
                 "type": "json_schema",
                 "json_schema": {"name": "answer", "schema": schema, "strict": strict is not None},
             },
-            # Attempt 0 is the canonical answer; later consensus attempts sample to disagree.
-            "temperature": 0 if request.attempt == 0 else 0.7,
-            "seed": request.attempt,
+            # Sample 0 is the canonical answer; later consensus samples sample to disagree.
+            "temperature": 0 if request.sample_index == 0 else 0.7,
+            "seed": request.sample_index,
         }
         payload = dumps(body).encode("utf-8")
         retries = self._config.max_retries

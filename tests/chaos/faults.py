@@ -29,7 +29,7 @@ from tests.support.pg_server import PostgresServer
 from tests.support.redis_server import RedisServer
 
 log = logging.getLogger("chaos")
-TABLES = ("steps", "block_executions", "consensus_attempts")
+TABLES = ("steps", "block_executions", "consensus_samples")
 # Long enough for packets sent before the cut to be processed by the servers.
 SETTLE_IN_FLIGHT_S = 0.5
 
@@ -184,7 +184,7 @@ class FaultInjector:
                             f"SELECT id, attempt FROM {table} "
                             "WHERE state = 'running' AND worker LIKE :p"
                             # An owner waiting on its children is held by nobody.
-                            + (" AND open_children = 0" if table != "consensus_attempts" else "")
+                            + (" AND open_children = 0" if table != "consensus_samples" else "")
                         ),
                         {"p": pattern},
                     )

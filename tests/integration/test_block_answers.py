@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from engine.db.models import ConsensusAttempt
+from engine.db.models import ConsensusSample
 from engine.db.session import Database
 from tests.support.chat_server import SeedScript, chat_server_process
 from tests.support.fleet import Api, Fleet, by_step_id
@@ -85,15 +85,15 @@ def run_of(api: Api, block: dict[str, Any], handles: list[str], **kw: str) -> di
     return api.wait_run(api.start_run(wf["id"], {"x": "a: x\nb: 2"})["id"])
 
 
-def attempts_of(fleet: Fleet, owner_id: str) -> list[ConsensusAttempt]:
+def attempts_of(fleet: Fleet, owner_id: str) -> list[ConsensusSample]:
     db = Database(fleet.settings)
     try:
         with db.transaction() as s:
             rows = list(
                 s.scalars(
-                    select(ConsensusAttempt)
-                    .where(ConsensusAttempt.owner_id == owner_id)
-                    .order_by(ConsensusAttempt.index)
+                    select(ConsensusSample)
+                    .where(ConsensusSample.owner_id == owner_id)
+                    .order_by(ConsensusSample.index)
                 )
             )
             s.expunge_all()

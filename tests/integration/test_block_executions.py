@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from engine.db.models import BlockExecution, ConsensusAttempt, ModelCall
+from engine.db.models import BlockExecution, ConsensusSample, ModelCall
 from engine.ports import Work, WorkKind
 from engine.settings import Settings
 from tests.support.chat_server import chat_server_process
@@ -370,12 +370,12 @@ def test_consensus_of_five_disagreeing_attempts(api: Api, db: Engine) -> None:
     with Session(db) as s:
         attempts = list(
             s.scalars(
-                select(ConsensusAttempt)
+                select(ConsensusSample)
                 .where(
-                    ConsensusAttempt.owner_kind == "execution",
-                    ConsensusAttempt.owner_id == ex["id"],
+                    ConsensusSample.owner_kind == "execution",
+                    ConsensusSample.owner_id == ex["id"],
                 )
-                .order_by(ConsensusAttempt.index)
+                .order_by(ConsensusSample.index)
             )
         )
         calls = list(s.scalars(select(ModelCall).where(ModelCall.execution_id == ex["id"])))
@@ -584,13 +584,13 @@ def test_cancel_under_consensus_discards_the_late_attempts(api: Api, db: Engine)
     run = completed_run(api, graph, {"doc": "Invoice 43"})
     ex = execute(api, run["id"], "invoice", n_consensus=7)
 
-    def attempts() -> list[ConsensusAttempt]:
+    def attempts() -> list[ConsensusSample]:
         with Session(db) as s:
             return list(
                 s.scalars(
-                    select(ConsensusAttempt)
-                    .where(ConsensusAttempt.owner_id == ex["id"])
-                    .order_by(ConsensusAttempt.index)
+                    select(ConsensusSample)
+                    .where(ConsensusSample.owner_id == ex["id"])
+                    .order_by(ConsensusSample.index)
                 )
             )
 

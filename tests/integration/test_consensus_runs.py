@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from engine.db.models import ConsensusAttempt
+from engine.db.models import ConsensusSample
 from engine.db.session import Database
 from tests.support.chat_server import SeedScript, chat_server_process, recorded_requests
 from tests.support.fleet import Api, Fleet, by_step_id
@@ -154,15 +154,15 @@ def requests_for(chat_url: str, model: str) -> list[dict[str, Any]]:
     return [r for r in recorded_requests(chat_url) if r["body"].get("model") == model]
 
 
-def attempts_of(fleet: Fleet, step_row_id: str) -> list[ConsensusAttempt]:
+def attempts_of(fleet: Fleet, step_row_id: str) -> list[ConsensusSample]:
     db = Database(fleet.settings)
     try:
         with db.transaction() as s:
             rows = list(
                 s.scalars(
-                    select(ConsensusAttempt)
-                    .where(ConsensusAttempt.owner_id == step_row_id)
-                    .order_by(ConsensusAttempt.index)
+                    select(ConsensusSample)
+                    .where(ConsensusSample.owner_id == step_row_id)
+                    .order_by(ConsensusSample.index)
                 )
             )
             s.expunge_all()
@@ -171,7 +171,7 @@ def attempts_of(fleet: Fleet, step_row_id: str) -> list[ConsensusAttempt]:
         db.close()
 
 
-def _overlap(a: ConsensusAttempt, b: ConsensusAttempt) -> bool:
+def _overlap(a: ConsensusSample, b: ConsensusSample) -> bool:
     assert a.started_at and a.completed_at and b.started_at and b.completed_at
     start: datetime = max(a.started_at, b.started_at)
     end: datetime = min(a.completed_at, b.completed_at)

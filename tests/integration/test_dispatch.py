@@ -35,7 +35,7 @@ QUEUE = "dispatch-test"
 WORK = [
     Work(kind=WorkKind.STEP, id="0193a5b2-0001-7000-8000-000000000001"),
     Work(kind=WorkKind.EXECUTION, id="0193a5b2-0002-7000-8000-000000000002"),
-    Work(kind=WorkKind.ATTEMPT, id="0193a5b2-0003-7000-8000-000000000003"),
+    Work(kind=WorkKind.SAMPLE, id="0193a5b2-0003-7000-8000-000000000003"),
     Work(kind=WorkKind.STEP, id="0193a5b2-0004-7000-8000-000000000004"),
 ]
 
@@ -176,7 +176,7 @@ def test_a_real_worker_runs_the_batched_messages(app: Celery, module_broker: str
     )
     seen: list[tuple[str, str, list[Any], str | None, str | None]] = []
     done = threading.Event()
-    children = [Work(kind=WorkKind.ATTEMPT, id=f"child-{i}") for i in range(50)]
+    children = [Work(kind=WorkKind.SAMPLE, id=f"child-{i}") for i in range(50)]
     expected = len(WORK) + len(children)
     dispatcher = CeleryDispatcher(app)
 
@@ -235,7 +235,7 @@ def test_a_routed_task_keeps_send_task_and_its_priority_list(
     """A route with more than a queue (here a priority) is send_task's, the rest batches."""
     app.conf.task_routes = {TASK_SAMPLE: {"queue": QUEUE, "priority": 5}}
     CeleryDispatcher(app).dispatch(WORK)
-    assert send_task_calls == [task_id(w) for w in WORK if w.kind == WorkKind.ATTEMPT]
+    assert send_task_calls == [task_id(w) for w in WORK if w.kind == WorkKind.SAMPLE]
     client = redis.Redis.from_url(app.conf.broker_url)
     try:
         # kombu's Redis priority steps: priority 5 goes to the "3" list of the queue.
@@ -246,5 +246,5 @@ def test_a_routed_task_keeps_send_task_and_its_priority_list(
     assert [m["headers"]["task"] for m in routed] == [TASK_SAMPLE]
     assert routed[0]["properties"]["priority"] == 5
     assert sorted(m["headers"]["id"] for m in plain) == sorted(
-        task_id(w) for w in WORK if w.kind != WorkKind.ATTEMPT
+        task_id(w) for w in WORK if w.kind != WorkKind.SAMPLE
     )

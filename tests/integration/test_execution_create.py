@@ -27,11 +27,11 @@ from engine.db.models import ApiKey, BlockExecution
 from engine.db.session import Database
 from engine.execute import Toolbox
 from engine.functions import build_registry
-from engine.orchestrator import Orchestrator
 from engine.outbox import sweep
 from engine.ports import Work, WorkKind
 from engine.providers.local import LocalProvider
 from engine.settings import Settings
+from engine.worker.entry import Worker
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +73,7 @@ class Env:
     app: Flask
     db: Database
     broker: Broker
-    orch: Orchestrator
+    orch: Worker
     run_id: str
     key: str
 
@@ -94,7 +94,7 @@ class Env:
             {
                 WorkKind.STEP: self.orch.run_step,
                 WorkKind.EXECUTION: self.orch.run_execution,
-                WorkKind.ATTEMPT: self.orch.run_attempt,
+                WorkKind.SAMPLE: self.orch.run_sample,
             }[w.kind](w.id)
 
     def new_key(self) -> str:
@@ -117,7 +117,7 @@ def make_env(settings: Settings) -> Iterator[Env]:
     broker = Broker()
     app = create_app(settings, dispatcher=broker)
     db: Database = app.extensions["quorum"].db
-    orch = Orchestrator(
+    orch = Worker(
         db=db,
         dispatcher=broker,
         tools=Toolbox(functions=build_registry(""), provider=LocalProvider()),

@@ -146,7 +146,7 @@ def test_the_worker_port_carries_every_worker_family(
         reason="provider_http_error",
     )
     assert refused == 1
-    assert total(samples, "quorum_step_queue_wait_seconds_count", kind="attempt") == 3
+    assert total(samples, "quorum_step_queue_wait_seconds_count", kind="sample") == 3
     assert total(samples, "quorum_step_queue_wait_seconds_count", kind="step") >= 3
     assert (
         total(samples, "quorum_block_run_seconds_count", block_type="extract", outcome="completed")

@@ -96,7 +96,7 @@ def test_request_body_shape_and_auth_header() -> None:
     with ChatServer(cycle_answers([{"total": 1}])) as server:
         with provider_for(server.base_url) as provider:
             provider.complete(make_request())
-            provider.complete(make_request(model="override-model", attempt=3))
+            provider.complete(make_request(model="override-model", sample_index=3))
         with provider_for(server.base_url, api_key="") as anonymous:
             anonymous.complete(make_request())
         first, second, third = server.requests
@@ -293,7 +293,7 @@ def test_parallel_calls_share_one_client() -> None:
         ThreadPoolExecutor(4) as pool,
     ):
         results = list(
-            pool.map(lambda i: provider.complete(make_request(attempt=i)).data, range(8))
+            pool.map(lambda i: provider.complete(make_request(sample_index=i)).data, range(8))
         )
 
     assert results == [answers[i % 4] for i in range(8)]
@@ -313,6 +313,6 @@ def test_build_provider_and_close_is_idempotent() -> None:
 def test_standalone_server_process_answers_by_seed() -> None:
     answers = [{"total": 0}, {"total": 1}, {"total": 2}]
     with chat_server_process(answers) as base_url, provider_for(base_url) as provider:
-        seen = [provider.complete(make_request(attempt=i)).data for i in (0, 1, 2, 4)]
+        seen = [provider.complete(make_request(sample_index=i)).data for i in (0, 1, 2, 4)]
 
     assert seen == [{"total": 0}, {"total": 1}, {"total": 2}, {"total": 1}]

@@ -1,9 +1,5 @@
 """The shape of the code, checked: no import cycle, no module over 400 lines, no function
-over 60 lines, in engine/, api/, workers/ and quorum/ (migrations aside).
-
-What the core redesign of issue 14 has still to reshape (the engine's run and worker wings)
-is named, entry by entry, in PENDING_CORE_REDESIGN; anything else fails. An entry that no
-longer needs to be there fails too, so the list only shrinks."""
+over 60 lines, in engine/, api/, workers/ and quorum/ (migrations aside), with no exception."""
 
 from __future__ import annotations
 
@@ -17,29 +13,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("engine", "api", "workers", "quorum")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
-
-# What the core redesign (issue 14: engine/run, engine/worker, engine/store, engine/blocks)
-# will reshape: nothing may be added here. When an entry is fixed, the tests below fail until
-# it is deleted. Functions are named module:qualified.name.
-PENDING_CORE_REDESIGN: dict[str, frozenset[str]] = {
-    # Finishing a turn completes the run and starts its evaluation, which starts a run:
-    # evaluation -> runs -> scheduler -> termination -> evaluation (engine/run/ended.py).
-    "cycles": frozenset({"engine.evaluation engine.runs engine.scheduler engine.termination"}),
-    # The worker wing and the scheduler, to be split into engine/worker/ and engine/run/.
-    "modules": frozenset({"engine.orchestrator", "engine.scheduler"}),
-    "functions": frozenset(
-        {
-            "engine.orchestrator:Orchestrator._settle_step",  # -> engine/worker/steps.py
-            "engine.orchestrator:Orchestrator._settle_attempt",  # -> engine/worker/samples.py
-            "engine.orchestrator:Orchestrator._apply",  # -> engine/worker/
-            "engine.claims:claim",  # -> engine/worker/claim.py + engine/store/claims.py
-            "engine.executions:create_execution",  # -> engine/executions (store + rerun)
-            "engine.checkpoint:fork_run",  # -> engine/run/fork.py
-            "engine.termination:terminate_run",  # -> engine/run/ended.py
-            "engine.blocks:check_config",  # -> engine/blocks/, one check per block kind
-        }
-    ),
-}
 
 
 def _modules() -> dict[str, Path]:
@@ -161,20 +134,14 @@ def test_the_import_graph_sees_imports_inside_functions_and_relative_ones() -> N
     }
 
 
-def test_no_import_cycle_but_the_pending_one() -> None:
-    found = {" ".join(component) for component in cycles(import_graph())}
-    pending = PENDING_CORE_REDESIGN["cycles"]
-    assert found - pending == set(), "a new import cycle"
-    assert pending - found == set(), "fixed: delete it from PENDING_CORE_REDESIGN"
+def test_no_import_cycle() -> None:
+    assert [" ".join(component) for component in cycles(import_graph())] == []
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_module_is_small(name: str) -> None:
     lines = MODULES[name].read_text().count("\n")
-    if name in PENDING_CORE_REDESIGN["modules"]:
-        assert lines > MAX_MODULE_LINES, f"{name} fixed: delete it from PENDING_CORE_REDESIGN"
-    else:
-        assert lines <= MAX_MODULE_LINES, f"{name} has {lines} lines"
+    assert lines <= MAX_MODULE_LINES, f"{name} has {lines} lines"
 
 
 def _long_functions(tree: ast.AST, prefix: str = "") -> Iterator[str]:
@@ -200,14 +167,5 @@ def test_long_functions_are_found_by_qualified_name() -> None:
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_functions_are_short(name: str) -> None:
-    found = {f"{name}:{f}" for f in _long_functions(ast.parse(MODULES[name].read_text()))}
-    pending = {f for f in PENDING_CORE_REDESIGN["functions"] if f.startswith(f"{name}:")}
-    assert found - pending == set(), f"over {MAX_FUNCTION_LINES} lines"
-    assert pending - found == set(), "fixed: delete it from PENDING_CORE_REDESIGN"
-
-
-def test_every_pending_entry_names_a_module_that_exists() -> None:
-    named = set(PENDING_CORE_REDESIGN["modules"])
-    named |= {f.partition(":")[0] for f in PENDING_CORE_REDESIGN["functions"]}
-    named |= {m for cycle in PENDING_CORE_REDESIGN["cycles"] for m in cycle.split()}
-    assert named - set(MODULES) == set(), "moved or gone: delete it from PENDING_CORE_REDESIGN"
+    found = list(_long_functions(ast.parse(MODULES[name].read_text())))
+    assert found == [], f"over {MAX_FUNCTION_LINES} lines"

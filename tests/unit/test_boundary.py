@@ -34,7 +34,7 @@ def imported_roots(tree: ast.AST) -> set[str]:
 
 def test_engine_sources_are_found() -> None:
     names = {p.relative_to(ENGINE).as_posix() for p in SOURCES}
-    assert {"orchestrator.py", "scheduler.py", "lifecycle.py", "db/models.py"} <= names
+    assert {"run/scheduler.py", "lifecycle.py", "db/models.py"} <= names
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.relative_to(ENGINE).as_posix())

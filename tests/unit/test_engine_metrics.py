@@ -23,7 +23,7 @@ STATS = EngineStats(
     runs_by_status={"completed": 3, "failed": 1},
     queues={
         "step": QueueStats(queued=2, oldest_age_s=4.5, backlog=1),
-        "attempt": QueueStats(queued=0, oldest_age_s=0.0, backlog=0),
+        "sample": QueueStats(queued=0, oldest_age_s=0.0, backlog=0),
     },
     counters=[
         CounterValue(name="outbox_republished", labels={}, value=7),
@@ -57,11 +57,11 @@ def test_every_family_renders_with_its_labels() -> None:
     assert got == {
         ("quorum_runs", (("status", "completed"),)): 3,
         ("quorum_runs", (("status", "failed"),)): 1,
-        ("quorum_queued_rows", (("kind", "attempt"),)): 0,
+        ("quorum_queued_rows", (("kind", "sample"),)): 0,
         ("quorum_queued_rows", (("kind", "step"),)): 2,
-        ("quorum_queued_oldest_age_seconds", (("kind", "attempt"),)): 0,
+        ("quorum_queued_oldest_age_seconds", (("kind", "sample"),)): 0,
         ("quorum_queued_oldest_age_seconds", (("kind", "step"),)): 4.5,
-        ("quorum_outbox_backlog_rows", (("kind", "attempt"),)): 0,
+        ("quorum_outbox_backlog_rows", (("kind", "sample"),)): 0,
         ("quorum_outbox_backlog_rows", (("kind", "step"),)): 1,
         ("quorum_outbox_republished_total", ()): 7,
         ("quorum_run_terminations_total", (("reason", "finally_safety_net"),)): 1,

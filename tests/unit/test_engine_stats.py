@@ -50,7 +50,7 @@ def test_a_fresh_database_reads_all_zero(engine: InProcessEngine) -> None:
     stats = read_stats(engine.db, outbox_after_s=60)
     assert set(stats.runs_by_status.values()) == {0}
     assert "waiting_for_user_input" in stats.runs_by_status
-    assert set(stats.queues) == {"step", "execution", "attempt"}
+    assert set(stats.queues) == {"step", "execution", "sample"}
     assert all(
         q.queued == 0 and q.oldest_age_s == 0 and q.backlog == 0 for q in stats.queues.values()
     )

@@ -18,11 +18,12 @@ from engine.db.models import Step
 from engine.dbfaults import DatabaseAway
 from engine.functions import FunctionRegistry
 from engine.leases import LeaseKeeper
-from engine.orchestrator import Orchestrator
 from engine.outbox import sweep
 from engine.ports import WorkKind
 from engine.settings import Settings
 from engine.testing import InProcessEngine
+from engine.worker import steps
+from engine.worker.entry import Worker
 
 LEASE_S = 30.0
 GRAPH = {
@@ -58,8 +59,8 @@ def engine(tmp_path: Path, probe: Probe) -> Iterator[InProcessEngine]:
     functions.register("probe", probe)
     settings = Settings(data_dir=str(tmp_path), lease_s=LEASE_S, inline_successors=0)
     e = InProcessEngine(settings, functions=functions, worker="host-a:1")
-    e.orchestrator.leases = LeaseKeeper(e.db, worker="host-a:1", lease_s=LEASE_S)
-    probe.keeper = e.orchestrator.leases
+    e.worker.leases = LeaseKeeper(e.db, worker="host-a:1", lease_s=LEASE_S)
+    probe.keeper = e.worker.leases
     yield e
     e.close()
 
@@ -70,7 +71,7 @@ def _step(engine: InProcessEngine, run_id: str, step_id: str = "f") -> Step:
 
 def _deliver_start(engine: InProcessEngine) -> str:
     run_id = engine.start(engine.workflow(GRAPH), {"x": 1})
-    engine.orchestrator.run_step(engine.dispatcher.queue.pop(0).id)  # start: f is queued
+    engine.worker.run_step(engine.dispatcher.queue.pop(0).id)  # start: f is queued
     return run_id
 
 
@@ -128,7 +129,7 @@ def test_a_renewal_is_fenced_on_the_holder_and_its_attempt(engine: InProcessEngi
 
 def test_a_worker_holds_exactly_the_row_it_works_on(engine: InProcessEngine, probe: Probe) -> None:
     run_id = _deliver_start(engine)
-    keeper = engine.orchestrator.leases
+    keeper = engine.worker.leases
     assert keeper is not None and keeper.held() == {}  # start settled: released
     row = _step(engine, run_id)
     engine.drain()
@@ -144,12 +145,12 @@ def test_a_row_given_up_unsettled_is_swept_once_its_lease_runs_out(
     ``running`` under a live worker that is done with it. The sweep must not skip it."""
     run_id = _deliver_start(engine)
     row_id = _step(engine, run_id).id
-    orch = engine.orchestrator
+    orch = engine.worker
 
     def away(*args: Any, **kwargs: Any) -> None:
         raise OperationalError("UPDATE steps ...", {}, pg.AdminShutdown("terminating"))
 
-    monkeypatch.setattr(orch, "_settle_step", away)
+    monkeypatch.setattr(steps, "settle_step", away)
     with pytest.raises(DatabaseAway):
         orch.run_step(engine.dispatcher.queue.pop(0).id)
     monkeypatch.undo()
@@ -172,7 +173,7 @@ def test_a_row_given_up_unsettled_is_swept_once_its_lease_runs_out(
         == 1
     )
     assert [w.kind for w in engine.dispatcher.queue] == [WorkKind.STEP]
-    other = Orchestrator(
+    other = Worker(
         db=engine.db,
         dispatcher=engine.dispatcher,
         tools=orch.tools,

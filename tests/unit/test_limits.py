@@ -3,38 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine.errors import Invalid
 from engine.limits import TooManyRuns, check_active_runs, json_size
-from engine.orchestrator import Orchestrator
 from engine.settings import Settings
+from engine.worker.entry import Worker
 from engine.workflows import create_workflow, patch_block, replace_draft
-from tests.unit.test_orchestration import (
+from tests.support.harness import (
     Harness,
     block,
     edge,
     fn,
     for_each_graph,
     linear_graph,
-    new_harness,
     start_block,
 )
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    yield from new_harness(tmp_path)
 
 
 def limited(h: Harness, **limits: Any) -> None:
     """Run the harness's work under other limits."""
     h.settings = dataclasses.replace(h.settings, **limits)
-    h.orch = Orchestrator(
+    h.orch = Worker(
         db=h.db,
         dispatcher=h.dispatcher,
         tools=h.orch.tools,

@@ -19,13 +19,13 @@ from sqlalchemy import event, func, insert, select
 
 from api.app import create_app
 from engine.auth import issue_key
-from engine.checkpoint import fork_run
 from engine.db.models import Run, Step, Turn
 from engine.events import since
 from engine.functions import FunctionRegistry
 from engine.ids import new_id
 from engine.lineage import sees
 from engine.ports import WorkKind
+from engine.run.fork import fork_run
 from engine.runs import mark_queued
 from engine.settings import Settings
 from engine.testing import InProcessEngine, copy_inherited

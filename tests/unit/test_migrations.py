@@ -75,3 +75,30 @@ def test_foreign_keys_are_enforced_after_upgrade(tmp_path: Path) -> None:
 
 def test_0006_rewrites_stored_events_and_iterations_and_back(tmp_path: Path) -> None:
     check_migration_0006(f"sqlite:///{tmp_path / 'quorum.sqlite3'}")
+
+
+def test_0010_renames_consensus_attempts_to_samples_keeping_rows(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'quorum.sqlite3'}"
+    config = migrate.alembic_config(url)
+    command.upgrade(config, "0009_lineage")
+    engine = make_engine(url)
+    row = (
+        'INSERT INTO consensus_attempts (id, owner_kind, owner_id, owner_attempt, "index",'
+        " state, attempt, created_at) VALUES ('a1', 'step', 's1', 1, 2, 'queued', 0,"
+        " '2026-01-01 00:00:00')"
+    )
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(row)
+        command.upgrade(config, "0010_samples")
+        assert "consensus_samples" in table_names(url)
+        assert "consensus_attempts" not in table_names(url)
+        with engine.connect() as conn:
+            kept = conn.exec_driver_sql('SELECT id, "index" FROM consensus_samples').all()
+        assert [tuple(r) for r in kept] == [("a1", 2)]
+        command.downgrade(config, "0009_lineage")
+        assert "consensus_attempts" in table_names(url)
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM consensus_attempts").scalar() == 1
+    finally:
+        engine.dispose()

@@ -9,11 +9,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from engine.db.models import BlockExecution, ConsensusAttempt, Step
+from engine.orchestrator import AwaitInput, FanOut, FanOutConsensus
+
+from engine.db.models import BlockExecution, ConsensusSample, Step
 from engine.execute import BlockFailed, Outcome
 from engine.functions import FunctionRegistry
 from engine.observe import observe_block_run, observe_claim, observe_sample, outcome_of
-from engine.orchestrator import AwaitInput, FanOut, FanOutConsensus
 from engine.providers.local import LocalProvider
 from engine.settings import Settings
 from engine.testing import FailingSamples, InProcessEngine, RecordingMetrics
@@ -59,8 +60,8 @@ def test_a_run_reports_queue_waits_block_runs_and_consensus_samples(tmp_path: Pa
     e.close()
 
     kinds = {(kind, block_type) for kind, block_type, _ in metrics.queue_waits}
-    assert {("step", "start"), ("step", "extract"), ("attempt", "")} <= kinds
-    assert sum(kind == "attempt" for kind, _, _ in metrics.queue_waits) == 3
+    assert {("step", "start"), ("step", "extract"), ("sample", "")} <= kinds
+    assert sum(kind == "sample" for kind, _, _ in metrics.queue_waits) == 3
     assert all(seconds >= 0 for _, _, seconds in metrics.queue_waits)
     runs = [(block_type, outcome) for block_type, outcome, _ in metrics.block_runs]
     # The consensus step fans out first, then settles once its samples are reconciled.
@@ -101,14 +102,14 @@ def test_queue_wait_counts_from_queued_at_else_created_at() -> None:
     queued = SimpleNamespace(queued_at=NOW - timedelta(seconds=3), created_at=NOW, block_type="x")
     observe_claim(metrics, Step, SimpleNamespace(row=queued), NOW)
     created = SimpleNamespace(queued_at=None, created_at=NOW - timedelta(seconds=5))
-    observe_claim(metrics, ConsensusAttempt, SimpleNamespace(row=created), NOW)
+    observe_claim(metrics, ConsensusSample, SimpleNamespace(row=created), NOW)
     # A retry's queued_at lies ahead (its backoff): no negative wait.
     ahead = SimpleNamespace(queued_at=NOW + timedelta(seconds=9), created_at=NOW, block_type="y")
     observe_claim(metrics, BlockExecution, SimpleNamespace(row=ahead), NOW)
     observe_claim(metrics, Step, None, NOW)  # the claim lost: nothing waited
     assert metrics.queue_waits == [
         ("step", "x", 3.0),
-        ("attempt", "", 5.0),
+        ("sample", "", 5.0),
         ("execution", "y", 0.0),
     ]
 

@@ -9,7 +9,7 @@ document's component schemas, ``date-time`` formats included.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,28 +37,20 @@ from engine.db.models import (
     WorkflowVersion,
 )
 from engine.pages import Page
-from engine.ports import Work
 from engine.runs import summarize_usage
 from engine.settings import Settings
+from engine.testing import QueueDispatcher
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
 
-class NullDispatcher:
-    def dispatch(self, work: Sequence[Work]) -> None:
-        pass
-
-    def revoke(self, work: Sequence[Work]) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     data_dir: Path = tmp_path_factory.mktemp("openapi")
     app = create_app(
-        Settings(data_dir=str(data_dir), rate_limit_per_minute=0), dispatcher=NullDispatcher()
+        Settings(data_dir=str(data_dir), rate_limit_per_minute=0), dispatcher=QueueDispatcher()
     )
     yield app
     app.extensions["quorum"].close()

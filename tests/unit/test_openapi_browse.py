@@ -16,14 +16,14 @@ from api.app import create_app
 from engine.auth import issue_key
 from engine.db.models import Base
 from engine.settings import Settings
-from tests.unit.test_openapi import NullDispatcher
+from engine.testing import QueueDispatcher
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     data_dir: Path = tmp_path_factory.mktemp("browse")
     app = create_app(
-        Settings(data_dir=str(data_dir), rate_limit_per_minute=0), dispatcher=NullDispatcher()
+        Settings(data_dir=str(data_dir), rate_limit_per_minute=0), dispatcher=QueueDispatcher()
     )
     Base.metadata.create_all(app.extensions["quorum"].db.engine)
     yield app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ from api.ratelimit import (
 from engine.auth import issue_key
 from engine.db.models import Base
 from engine.db.session import Database
-from engine.ports import Work
 from engine.settings import Settings
+from engine.testing import QueueDispatcher
 
 
 class Clock:
@@ -284,14 +284,6 @@ WORKFLOW = {
 }
 
 
-class NullDispatcher:
-    def dispatch(self, work: Sequence[Work]) -> None:
-        pass
-
-    def revoke(self, work: Sequence[Work]) -> None:
-        pass
-
-
 @pytest.fixture
 def app_client(tmp_path: Path) -> Iterator[tuple[FlaskClient, str, str]]:
     settings = Settings(data_dir=str(tmp_path), rate_limit_per_minute=3)
@@ -300,7 +292,7 @@ def app_client(tmp_path: Path) -> Iterator[tuple[FlaskClient, str, str]]:
     with db.transaction() as s:
         one, two = issue_key(s, "acme").key, issue_key(s, "acme").key
     db.close()
-    app = create_app(settings, dispatcher=NullDispatcher())
+    app = create_app(settings, dispatcher=QueueDispatcher())
     try:
         yield app.test_client(), one, two
     finally:
@@ -350,7 +342,7 @@ def test_limiting_can_be_turned_off(tmp_path: Path) -> None:
     with db.transaction() as s:
         key = issue_key(s, "acme").key
     db.close()
-    app = create_app(settings, dispatcher=NullDispatcher())
+    app = create_app(settings, dispatcher=QueueDispatcher())
     try:
         client = app.test_client()
         auth = {"Authorization": f"Bearer {key}"}

@@ -18,7 +18,7 @@ from psycopg import errors as pg
 from sqlalchemy.exc import DataError, InternalError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from engine.db.models import BlockExecution, ConsensusAttempt
+from engine.db.models import BlockExecution, ConsensusSample
 from engine.dbfaults import DatabaseAway, database_away, refused_value
 from engine.execute import BlockFailed, Outcome
 from engine.executions import create_execution
@@ -148,7 +148,7 @@ class NulAnswers:
         pass
 
 
-def test_consensus_attempts_whose_answer_holds_a_nul_fail_and_the_step_with_them(
+def test_consensus_samples_whose_answer_holds_a_nul_fail_and_the_step_with_them(
     tmp_path: Path,
 ) -> None:
     engine = InProcessEngine(Settings(data_dir=str(tmp_path)), provider=NulAnswers())
@@ -157,7 +157,7 @@ def test_consensus_attempts_whose_answer_holds_a_nul_fail_and_the_step_with_them
     step = engine.steps(run_id)["x"]
     assert step.state == "error"
     with engine.db.sessions() as s:
-        attempts = s.query(ConsensusAttempt).filter_by(owner_id=step.id).all()
+        attempts = s.query(ConsensusSample).filter_by(owner_id=step.id).all()
     assert [(a.state, a.error_type) for a in attempts] == [("error", "invalid_output")] * 3
     assert all("at answer.vendor" in (a.error_message or "") for a in attempts)
     assert engine.run(run_id).status == "failed"

@@ -10,13 +10,13 @@ import pytest
 
 from engine.errors import Invalid
 from engine.graph.parse import parse_graph
+from engine.run.turns import validate_answer
 from engine.schemas import (
     MAX_SCHEMA_BYTES,
     SchemaUnusable,
     schema_problems,
     violations,
 )
-from engine.turns import validate_answer
 
 
 def _graph(block_type: str, schema: Any) -> dict[str, Any]:

@@ -147,7 +147,7 @@ def test_local_answers_are_deterministic_and_counted() -> None:
         instructions="Be exact.",
         document=INVOICE,
         json_schema=INVOICE_SCHEMA,
-        attempt=4,
+        sample_index=4,
         model="local-2",
     )
     a, b = provider.complete(first), provider.complete(later)

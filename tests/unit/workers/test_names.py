@@ -11,9 +11,9 @@ import pytest
 from celery import Celery
 
 import workers.tasks as tasks
-from engine.orchestrator import DATABASE_AWAY
 from engine.ports import WorkKind
 from engine.settings import Settings
+from engine.worker.entry import DATABASE_AWAY
 from workers.celery_app import create_celery
 from workers.dispatch import TASK_FOR
 from workers.names import (
@@ -41,7 +41,7 @@ def test_every_name_is_a_registered_task(app: Celery) -> None:
 
 
 def test_a_consensus_sample_is_sent_under_its_new_name() -> None:
-    assert TASK_FOR[WorkKind.ATTEMPT] == "quorum.consensus_sample.execute"
+    assert TASK_FOR[WorkKind.SAMPLE] == "quorum.consensus_sample.execute"
     assert TASK_SAMPLE_FORMER not in TASK_FOR.values()
 
 
@@ -51,10 +51,10 @@ def test_either_name_runs_the_sample(
 ) -> None:
     ran: list[tuple[str, bool]] = []
 
-    def run_attempt(row_id: str, *, retried: bool) -> None:
+    def run_sample(row_id: str, *, retried: bool) -> None:
         ran.append((row_id, retried))
 
-    runtime = SimpleNamespace(orchestrator=SimpleNamespace(run_attempt=run_attempt))
+    runtime = SimpleNamespace(worker=SimpleNamespace(run_sample=run_sample))
     monkeypatch.setattr(tasks, "runtime_for", lambda _app: runtime)
     app.tasks[name]("sample-1")
     assert ran == [("sample-1", False)]

@@ -15,18 +15,21 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from engine.blocks.registry import AWAITING_TYPES
 from engine.clock import utcnow
 from engine.db.models import Run, Step, Turn
 from engine.db.session import lock_row
 from engine.errors import Conflict, FieldError, Invalid, NotFound
 from engine.events import record_run
 from engine.execute import wrap
-from engine.graph.parse import parse_graph
+from engine.graph.cache import max_visits as run_max_visits
+from engine.graph.cache import run_graph
 from engine.lifecycle import RUN, RunStatus, StepState, TerminationReason, transition
 from engine.ports import Work
-from engine.scheduler import ANSWERED, AWAITING, LoopingRisk, Resolved, Scheduler
+from engine.run.ended import finish_turn, terminate_run
+from engine.run.paths import ANSWERED, AWAITING, LoopingRisk, Resolved
+from engine.run.scheduler import Scheduler
 from engine.schemas import SchemaUnusable, violations
-from engine.termination import terminate_run
 
 
 def validate_answer(schema: Mapping[str, Any] | None, answer: Any) -> None:
@@ -64,7 +67,7 @@ def _waiting_step(s: Session, run: Run) -> Step:
         .where(
             Step.run_id == run.id,
             Step.turn_index == run.current_turn,
-            Step.block_type == "human_input",
+            Step.block_type.in_(AWAITING_TYPES),
             Step.reason == AWAITING,
         )
         .order_by(Step.created_at)
@@ -81,7 +84,7 @@ def awaiting(s: Session, org_id: str, run_id: str) -> Awaiting:
     if run is None or run.organization_id != org_id:
         raise NotFound(f"run {run_id} not found")
     block_id = _waiting_step(s, run).block_id
-    block = parse_graph(run.config, max_blocks=10_000).by_id[block_id]
+    block = run_graph(run.config).by_id[block_id]
     return Awaiting(block_id=block_id, schema=block.config.get("schema"))
 
 
@@ -115,9 +118,9 @@ def open_turn(s: Session, run: Run, *, block_id: str, answer: Any, now: datetime
     turn = run.current_turn + 1
     run.current_turn = turn
     s.add(Turn(run_id=run.id, turn_index=turn, input=answer, started_at=now))
-    graph = parse_graph(run.config, max_blocks=10_000)
+    graph = run_graph(run.config)
     block = graph.by_id[block_id]
-    max_visits = int((run.config.get("settings") or {}).get("max_block_visits", 10))
+    max_visits = run_max_visits(run.config)
     sched = Scheduler(session=s, run=run, graph=graph, now=now, max_visits=max_visits)
     row = sched.step_row(block, scope="", visit=1, inputs={}, state=StepState.COMPLETED, turn=turn)
     row.update(
@@ -141,7 +144,7 @@ def open_turn(s: Session, run: Run, *, block_id: str, answer: Any, now: datetime
             )
         )
         if not RUN.is_terminal(run.status):
-            sched.finish_turn()
+            finish_turn(sched)
     except LoopingRisk as exc:
         sched.dispatchable.clear()
         terminate_run(
