@@ -1,7 +1,8 @@
-"""Turning what the orchestrator does into worker metrics (``engine.ports.Metrics``).
+"""Turning what the worker wing does into worker metrics (``engine.ports.Metrics``).
 
-Each helper is called by one line of the orchestrator (marked ``# metrics:``) and never
-raises: a metrics fault must not fail the work it observes.
+Each helper is called by one line of the worker wing (engine.worker: the claim, the
+settles, a consensus sample's model call) and never raises: a metrics fault must not
+fail the work it observes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from engine.clock import as_utc
 from engine.execute import BlockFailed, Outcome
 from engine.ports import Metrics
+from engine.worker.context import AwaitInput, FanOut, FanOutConsensus
 
 log = logging.getLogger("quorum.observe")
 
@@ -26,7 +28,11 @@ def outcome_of(result: Any) -> str:
         return "failed"
     if isinstance(result, Outcome):
         return "completed"
-    return _OUTCOMES.get(type(result).__name__, "other")
+    if isinstance(result, FanOut | FanOutConsensus):
+        return "fanned_out"
+    if isinstance(result, AwaitInput):
+        return "awaiting"
+    return "other"
 
 
 def _seconds(start: datetime | None, end: datetime) -> float | None:

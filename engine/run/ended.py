@@ -123,7 +123,7 @@ def terminate_run(
     moved = transition(session, RUN, Run, run.id, status, expect=sources, values=values)
     if not moved:
         return None
-    increment(session, RUN_TERMINATIONS, reason=str(reason or "none"))  # metrics:
+    increment(session, RUN_TERMINATIONS, reason=str(reason or "none"))
     run.status = status
     running = _close_open_steps(session, run, status, now)
     record_run(session, run)

@@ -25,7 +25,7 @@ from engine.db.models import Run, Step, Workflow
 from engine.db.session import Database
 from engine.outbox import sweep
 from engine.reaper import reap
-from engine.runs import start_run
+from engine.run.start import start_run
 from tests.support.chat_server import SeedScript, chat_server_process
 from tests.support.fleet import Api, Fleet, fleet_env, running_fleet
 from workers.celery_app import create_celery

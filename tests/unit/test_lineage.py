@@ -26,7 +26,7 @@ from engine.ids import new_id
 from engine.lineage import sees
 from engine.ports import WorkKind
 from engine.run.fork import fork_run
-from engine.runs import mark_queued
+from engine.handoff import mark_queued
 from engine.settings import Settings
 from engine.testing import InProcessEngine, copy_inherited
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from engine.orchestrator import AwaitInput, FanOut, FanOutConsensus
+from engine.worker.context import AwaitInput, FanOut, FanOutConsensus
 
 from engine.db.models import BlockExecution, ConsensusSample, Step
 from engine.execute import BlockFailed, Outcome
