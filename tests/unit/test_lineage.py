@@ -22,11 +22,11 @@ from engine.auth import issue_key
 from engine.db.models import Run, Step, Turn
 from engine.events import since
 from engine.functions import FunctionRegistry
+from engine.handoff import mark_queued
 from engine.ids import new_id
 from engine.lineage import sees
 from engine.ports import WorkKind
 from engine.run.fork import fork_run
-from engine.handoff import mark_queued
 from engine.settings import Settings
 from engine.testing import InProcessEngine, copy_inherited
 

@@ -9,8 +9,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from engine.worker.context import AwaitInput, FanOut, FanOutConsensus
-
 from engine.db.models import BlockExecution, ConsensusSample, Step
 from engine.execute import BlockFailed, Outcome
 from engine.functions import FunctionRegistry
@@ -18,6 +16,7 @@ from engine.observe import observe_block_run, observe_claim, observe_sample, out
 from engine.providers.local import LocalProvider
 from engine.settings import Settings
 from engine.testing import FailingSamples, InProcessEngine, RecordingMetrics
+from engine.worker.context import AwaitInput, FanOut, FanOutConsensus
 
 SCHEMA = {"type": "object", "properties": {"vendor": {"type": "string"}}}
 NOW = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
