@@ -7,6 +7,7 @@ run on its ``QUORUM_API_THREADS`` threads, event streams on the loop itself.
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -48,3 +49,11 @@ def post_fork(server: Any, worker: Any) -> None:
     from quorum.logs import configure_logging
 
     configure_logging(Settings.from_env())
+
+
+def post_worker_init(worker: Any) -> None:
+    # The app is loaded now: its ~140,000 long-lived objects (routes, schemas, the Celery
+    # app, SQLAlchemy's mappers) go to the permanent generation, so that a full collection,
+    # which holds the GIL and so every request of the worker, no longer walks them all
+    # (about 70 ms each on a busy 2-core machine: a p99 latency of its own).
+    gc.freeze()

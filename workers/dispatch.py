@@ -9,10 +9,20 @@ each one as ``basic_publish`` does (queue list, priority list, fanout topic) and
 all in one pipeline. Everything else keeps ``send_task`` as is: other transports (AMQP,
 the embedded filesystem broker), delayed work, routes other than a plain queue, compression,
 and publish signal receivers.
+
+The templates outlive a dispatch: building one (``create_task_message``, the route, the
+queue's declaration) cost more than the message itself, on every request that publishes.
+They are kept per thread, because send_task's ``reply_to`` is the calling thread's
+(``app.thread_oid``), and per process, because its ``origin`` names the pid. The producer
+and its connection come from Celery's producer pool, which already keeps them across
+dispatches (thread-safe, and rebuilt by kombu after a connection error); the Redis client
+a batch writes through is kept by the channel (workers.broker).
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,6 +60,15 @@ def task_id(work: Work) -> str:
 class CeleryDispatcher:
     def __init__(self, app: Celery) -> None:
         self.app = app
+        self._local = threading.local()
+
+    def templates(self) -> dict[str, _Template | None]:
+        """This thread's message templates by task name (None: send_task's to route)."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.pid, local.templates = os.getpid(), {}
+        templates: dict[str, _Template | None] = local.templates
+        return templates
 
     def dispatch(self, work: Sequence[Work]) -> None:
         """Publish one message per row; raise unless the broker took every one."""
@@ -64,7 +83,9 @@ class CeleryDispatcher:
                 **{k: policy[k] for k in RETRY_KEYS & set(policy)}
             )
             rest = (
-                _RedisBatch(self.app, producer).publish(work) if self._batches(producer) else work
+                _RedisBatch(self.app, producer, self.templates()).publish(work)
+                if self._batches(producer)
+                else work
             )
             for w in rest:
                 self.app.send_task(
@@ -101,12 +122,14 @@ class CeleryDispatcher:
 
 
 class _Template:
-    """A task name's message as ``send_task`` builds it, for one dispatch."""
+    """A task name's message as ``send_task`` builds it, for any dispatch of one thread.
 
-    def __init__(self, app: Celery, name: str, queue: Queue, parent: Any) -> None:
+    What varies per message: the task id and args; per dispatch: the ids of the task it
+    is sent from (``root_id``, ``parent_id``); the rest is fixed for the thread.
+    """
+
+    def __init__(self, app: Celery, name: str, queue: Queue) -> None:
         conf = app.conf
-        # Inside a worker task the messages carry its ids, as send_task sets them.
-        self.root_id = parent and (parent.request.root_id or parent.request.id)
         headers, properties, body, sent = app.amqp.create_task_message(
             "",
             name,
@@ -114,8 +137,6 @@ class _Template:
             None,
             reply_to=app.thread_oid,
             create_sent_event=conf.task_send_sent_event,
-            root_id=self.root_id,
-            parent_id=parent and parent.request.id,
             ignore_result=True,
         )
         self.headers: dict[str, Any] = headers
@@ -132,28 +153,46 @@ class _Template:
         if sent is not None:
             sent.update(queue=queue.name, exchange="", routing_key=queue.name)
         self.queue = queue.name
+        self.queue_entity = queue
         self.serializer = conf.task_serializer
         self.repr_args = (app.amqp.argsrepr_maxsize, conf.task_repr_maxlevels)
+        # The channel the queue was last declared on (kombu caches declarations per
+        # connection; this skips even asking it while the thread keeps its channel).
+        self.declared_on: Any = None
 
-    def message(self, channel: Any, w: Work) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """The channel message for ``w`` and its task-sent event fields (None: no event)."""
+    def message(
+        self, channel: Any, w: Work, parent: tuple[str | None, str | None]
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The channel message for ``w`` and its task-sent event fields (None: no event).
+
+        ``parent``: the root and own id of the task the message is sent from, if any.
+        """
         tid, args = task_id(w), [w.id]
-        root_id = self.root_id or tid
+        root_id, parent_id = parent[0] or tid, parent[1]
         maxsize, maxlevels = self.repr_args
         argsrepr = saferepr(args, maxsize, maxlevels=maxlevels)
-        headers = {**self.headers, "id": tid, "root_id": root_id, "argsrepr": argsrepr}
+        headers = {
+            **self.headers,
+            "id": tid,
+            "root_id": root_id,
+            "parent_id": parent_id,
+            "argsrepr": argsrepr,
+        }
         properties = {**self.properties, "correlation_id": tid}
         ctype, encoding, body = dumps((args, self.kwargs, self.embed), serializer=self.serializer)
         message = channel.prepare_message(body, 0, ctype, encoding, headers, properties)
         if self.sent is None:
             return message, None
-        return message, {**self.sent, "uuid": tid, "root_id": root_id, "args": argsrepr}
+        ids = {"uuid": tid, "root_id": root_id, "parent_id": parent_id, "args": argsrepr}
+        return message, {**self.sent, **ids}
 
 
 class _RedisBatch:
     """One dispatch through kombu's Redis publish batch (one pipeline)."""
 
-    def __init__(self, app: Celery, producer: Producer) -> None:
+    def __init__(
+        self, app: Celery, producer: Producer, templates: dict[str, _Template | None]
+    ) -> None:
         self.app = app
         self.producer = producer
         self.channel = producer.channel
@@ -162,7 +201,14 @@ class _RedisBatch:
         self.event_mode = maybe_delivery_mode(
             self.evd.delivery_mode or getattr(producer.exchange, "delivery_mode", None)
         )
-        self.templates: dict[str, _Template | None] = {}
+        self.templates = templates
+        # Inside a worker task the messages carry its ids, as send_task sets them.
+        parent = app.current_worker_task
+        self.parent: tuple[str | None, str | None] = (
+            (parent.request.root_id or parent.request.id, parent.request.id)
+            if parent
+            else (None, None)
+        )
 
     def publish(self, work: Sequence[Work]) -> list[Work]:
         """Publish all it can or raise; return the rows left to ``send_task``."""
@@ -174,7 +220,7 @@ class _RedisBatch:
                 if template is None:
                     rest.append(w)
                     continue
-                message, sent = template.message(self.channel, w)
+                message, sent = template.message(self.channel, w, self.parent)
                 session.publish(message, exchange="", routing_key=template.queue)
                 if sent is not None:
                     session.publish(
@@ -193,7 +239,15 @@ class _RedisBatch:
     def _template(self, name: str) -> _Template | None:
         if name not in self.templates:
             self.templates[name] = self._new_template(name)
-        return self.templates[name]
+        template = self.templates[name]
+        if template is not None and template.declared_on is not self.channel:
+            # send_task declares per message (kombu caches it per connection); once per
+            # channel is enough.
+            self.producer.maybe_declare(template.queue_entity)
+            if self.app.conf.task_send_sent_event:
+                self.producer.maybe_declare(self.evd.exchange)
+            template.declared_on = self.channel
+        return template
 
     def _new_template(self, name: str) -> _Template | None:
         # Only the default route to a plain direct queue; any other route (exchange,
@@ -204,11 +258,7 @@ class _RedisBatch:
             return None
         if queue.exchange is None or queue.exchange.type != "direct":
             return None
-        # send_task declares per message (kombu caches it per connection); once is enough.
-        self.producer.maybe_declare(queue)
-        if self.app.conf.task_send_sent_event:
-            self.producer.maybe_declare(self.evd.exchange)
-        return _Template(self.app, name, queue, self.app.current_worker_task)
+        return _Template(self.app, name, queue)
 
     def _event(self, fields: dict[str, Any]) -> dict[str, Any]:
         # The task-sent event (Flower), as the event dispatcher's ``publish`` builds it.

@@ -130,13 +130,19 @@ def test_batch_pushes_exactly_what_send_task_pushes(
 ) -> None:
     if finalized:
         app.finalize()  # a worker's app: send_task also merges each task's own options
+    dispatcher = CeleryDispatcher(app)
+    # An earlier dispatch from outside any task: its templates serve the next one, which
+    # must still carry the ids of the task it is sent from.
+    dispatcher.dispatch([Work(kind=kind, id=f"warm-{kind}") for kind in WorkKind])
+    redis.Redis.from_url(module_broker).delete(QUEUE)
     parent = _RunningTask(id="parent-1", root_id="root-1") if in_task else None
     if parent is not None:
         _task_stack.push(parent)  # as inside a worker running a task
     pushed = Pushed(module_broker)
+    pushed.take()  # the warm-up's events
     try:
         delayed = Work(kind=WorkKind.STEP, id="0193a5b2-0009-7000-8000-000000000009", delay_s=30)
-        CeleryDispatcher(app).dispatch([*WORK, delayed])
+        dispatcher.dispatch([*WORK, delayed])
         assert send_task_calls == [task_id(delayed)], "only delayed work takes send_task"
         batched, batched_events = pushed.take()
 
@@ -248,3 +254,65 @@ def test_a_routed_task_keeps_send_task_and_its_priority_list(
     assert sorted(m["headers"]["id"] for m in plain) == sorted(
         task_id(w) for w in WORK if w.kind != WorkKind.SAMPLE
     )
+
+
+def test_dispatches_reuse_their_templates_and_redis_client(
+    app: Celery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per request, the API publishes one message: building its template and a Redis
+    client each time cost more than the message itself."""
+    dispatcher = CeleryDispatcher(app)
+    dispatcher.dispatch(WORK)  # one template per task name, one client
+    built: list[str] = []
+    clients: list[Any] = []
+    real_create = app.amqp.create_task_message
+    real_init = redis.Redis.__init__
+
+    def create_task_message(task_id: str, name: str, *args: Any, **kwargs: Any) -> Any:
+        built.append(name)
+        return real_create(task_id, name, *args, **kwargs)
+
+    def init(self: redis.Redis, *args: Any, **kwargs: Any) -> None:
+        clients.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(app.amqp, "create_task_message", create_task_message)
+    monkeypatch.setattr(redis.Redis, "__init__", init)
+    for _ in range(3):
+        dispatcher.dispatch(WORK)
+    assert built == []
+    assert clients == []
+    client = redis.Redis.from_url(app.conf.broker_url)
+    try:
+        assert client.llen(QUEUE) == 4 * len(WORK)
+    finally:
+        client.close()
+
+
+def test_each_thread_publishes_what_its_send_task_would(app: Celery, module_broker: str) -> None:
+    """send_task's reply_to is the calling thread's: a thread never gets another's template."""
+    dispatcher = CeleryDispatcher(app)
+    dispatcher.dispatch(WORK)  # this thread's templates
+    redis.Redis.from_url(module_broker).delete(QUEUE)
+    pushed = Pushed(module_broker)
+    got: dict[str, Any] = {}
+
+    def in_another_thread() -> None:
+        dispatcher.dispatch(WORK)
+        got["batched"] = pushed.take()
+        _send_task_reference(app, WORK)
+        got["reference"] = pushed.take()
+
+    try:
+        pushed.take()
+        worker = threading.Thread(target=in_another_thread)
+        worker.start()
+        worker.join(30)
+    finally:
+        pushed.close()
+    batched, batched_events = got["batched"]
+    reference, reference_events = got["reference"]
+    assert batched == reference
+    assert batched_events == reference_events
+    (mine,) = {m["properties"]["reply_to"] for m in batched.values()}
+    assert mine != app.thread_oid, "the other thread's own reply_to"

@@ -5,6 +5,8 @@ The Redis batch and its equality with ``send_task`` are in tests/integration/tes
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,3 +68,20 @@ def test_nothing_to_dispatch_touches_no_broker(
 
     monkeypatch.setattr(app, "producer_or_acquire", no_producer)
     CeleryDispatcher(app).dispatch([])
+
+
+def test_templates_are_kept_per_thread_and_per_process(
+    app: Celery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A template carries send_task's reply_to (the thread's) and origin (the pid's)."""
+    dispatcher = CeleryDispatcher(app)
+    mine = dispatcher.templates()
+    assert dispatcher.templates() is mine, "kept across dispatches"
+    other: list[dict[str, Any]] = []
+    thread = threading.Thread(target=lambda: other.append(dispatcher.templates()))
+    thread.start()
+    thread.join(5)
+    assert other and other[0] is not mine
+    real_pid = os.getpid()
+    monkeypatch.setattr(dispatch.os, "getpid", lambda: real_pid + 1)  # as in a forked child
+    assert dispatcher.templates() is not mine
