@@ -45,7 +45,12 @@ def run_batch(msg: Message, first: Job, *, budget: int) -> tuple[Job | None, int
             check_faults(msg, job)
             result = screen(perform(job, msg.tools, msg.settings))
             ran += 1
-            settled = settle_step_in(s, msg, job, result, claim_next=ran < budget)
+            # The run's row (counters, updated_at) is written once, by the flush before
+            # the commit, not by every settle's first statement: the batch holds its lock
+            # and the wings write steps with statements of their own, so nothing in
+            # between reads the run's row from the database.
+            with s.no_autoflush:
+                settled = settle_step_in(s, msg, job, result, claim_next=ran < budget)
             job = msg.after.take(settled)
             if job is None or ran >= budget:
                 break
