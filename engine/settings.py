@@ -78,7 +78,7 @@ class Settings:
     # Successors run in-process are settled together, one commit for as many as finish
     # within this many milliseconds of the first (0: one commit per step). A crash re-runs
     # the uncommitted ones; the run's row stays locked meanwhile, so keep it short.
-    chain_batch_ms: int = 20
+    chain_batch_ms: int = 50
     # Test-only fault points (e.g. "api.after_commit"): never set in production.
     fault_points: str = ""
 
