@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 
 from engine.blocks.registry import kind_of
+from engine.events import coalesce_steps
 from engine.refusals import screen
 from engine.worker.context import Job, Message
 from engine.worker.perform import perform
@@ -41,6 +42,7 @@ def run_batch(msg: Message, first: Job, *, budget: int) -> tuple[Job | None, int
     ran = 0
     job: Job | None = first
     with msg.db.transaction() as s:
+        coalesce_steps(s)
         while job is not None:
             check_faults(msg, job)
             result = screen(perform(job, msg.tools, msg.settings))

@@ -80,6 +80,15 @@ def test_a_chain_of_quick_steps_commits_once(h: Harness, tmp_path: Path) -> None
     runs = [e.data for e in events if e.kind == "run"]
     assert runs[-1]["status"] == "completed"
     assert runs[-1]["progress"] == {"steps_total": 5, "steps_done": 5}
+    # The batch's steps events are one of the steps as created, then one of every step's
+    # final state (not one statement part per settle).
+    created, final = [
+        [(st["block_id"], st["status"]) for st in e.data["steps"]]
+        for e in events
+        if e.kind == "steps"
+    ][-2:]
+    assert created == [("b", "running"), ("c", "running"), ("end", "running")]
+    assert final == [(b, "completed") for b in ("a", "b", "c", "end")]
 
 
 def test_a_crash_inside_a_batch_reruns_only_its_uncommitted_steps(
