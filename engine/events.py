@@ -116,12 +116,56 @@ def install(factory: Any) -> None:
 
 def _discard(s: Session) -> None:
     s.info.pop(_KEY, None)
+    s.info.pop(_COALESCE, None)
+
+
+def coalesce_steps(s: Session) -> None:
+    """Write this transaction's ``steps`` events as one snapshot and one final-state event
+    per run: a batch of chain steps settles dozens of steps in one transaction, and one
+    statement part per settle made a new, slow-to-compile statement for every batch size."""
+    s.info[_COALESCE] = True
+
+
+_COALESCE = "quorum.coalesce_steps"
+
+
+def _coalesced(pending: list[Pending]) -> list[Pending]:
+    # Per run, where its first steps event stood: the rows as created (snapshots, each
+    # taken before the step moved on) first, then every step's final state.
+    out: list[Pending] = []  # kind "": where a run's steps events go
+    snapshots: dict[str, list[Any]] = {}
+    ids: dict[str, list[str]] = {}
+    for run_id, kind, data in pending:
+        is_ids = kind == "steps" and isinstance(data, list)
+        is_snapshot = kind == "steps" and isinstance(data, Mapping) and set(data) == {"steps"}
+        if not (is_ids or is_snapshot):
+            out.append((run_id, kind, data))
+            continue
+        if run_id not in snapshots:
+            snapshots[run_id], ids[run_id] = [], []
+            out.append((run_id, "", None))
+        if is_ids:
+            ids[run_id].extend(i for i in data if i not in ids[run_id])
+        else:
+            snapshots[run_id].extend(data["steps"])
+    merged: list[Pending] = []
+    for run_id, kind, data in out:
+        if kind:
+            merged.append((run_id, kind, data))
+            continue
+        if snapshots[run_id]:
+            merged.append((run_id, "steps", {"steps": snapshots[run_id]}))
+        if ids[run_id]:
+            merged.append((run_id, "steps", ids[run_id]))
+    return merged
 
 
 def flush_events(s: Session) -> None:
     pending = s.info.pop(_KEY, None)
     if not pending:
         return
+    if s.info.pop(_COALESCE, False):
+        pending = _coalesced(pending)
     s.flush()
     now = utcnow()
     params: dict[str, Any] = {"at": rfc3339(now), "now": now}

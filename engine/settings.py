@@ -75,6 +75,10 @@ class Settings:
     # A worker runs up to this many ready successors of a step itself, in a row, before
     # handing the next one to the broker (0: always publish).
     inline_successors: int = 100
+    # Successors run in-process are settled together, one commit for as many as finish
+    # within this many milliseconds of the first (0: one commit per step). A crash re-runs
+    # the uncommitted ones; the run's row stays locked meanwhile, so keep it short.
+    chain_batch_ms: int = 50
     # Test-only fault points (e.g. "api.after_commit"): never set in production.
     fault_points: str = ""
 

@@ -24,6 +24,7 @@ from engine.execute import Toolbox
 from engine.leases import LeaseKeeper
 from engine.ports import Dispatcher, Metrics, NoMetrics, WorkKind
 from engine.settings import Settings
+from engine.worker.chain import run_batch
 from engine.worker.context import Job, Message, RunGraphs
 from engine.worker.executions import run_execution
 from engine.worker.safety import safety_net
@@ -83,16 +84,50 @@ class Worker:
             lambda m: run_step(m, step_id, claim_next=budget > 0),
             retried,
         )
+        batching = self.settings.chain_batch_ms > 0
         while kept is not None:
-            budget -= 1
             job = kept
             try:
+                if batching:
+                    try:
+                        kept, ran = self._batch(job, budget)
+                        budget -= ran
+                        continue
+                    except DATABASE_AWAY:
+                        raise
+                    except Exception:
+                        # The batch rolled back: from its first step (still committed
+                        # running under this process) on, one commit per step, so the
+                        # fault is met again where it is handled step by step.
+                        log.warning("chain batch rolled back", extra={"row": job.id})
+                        batching = False
+                budget -= 1
                 handler = functools.partial(run_claimed, job=job, claim_next=budget > 0)
                 kept = self._handle(WorkKind.STEP, job.id, handler, False)
             except DATABASE_AWAY as exc:
                 # The retry must be about the row this process left running, not the
                 # message's own row, which is already settled.
                 raise RetryRow(kind=WorkKind.STEP, row_id=job.id) from exc
+
+    def _batch(self, job: Job, budget: int) -> tuple[Job | None, int]:
+        """Run ``job`` and its in-process successors with one commit (engine.worker.chain)."""
+        msg = self.message()
+        try:
+            kept, ran = run_batch(msg, job, budget=budget)
+        except BaseException as exc:
+            if self.leases is not None:
+                # Rolled back: only the batch's first row is still this process's.
+                self.leases.keep_only([(Step, job.id)])
+            if isinstance(exc, Exception) and database_away(exc):
+                raise DatabaseAway(f"database away: {type(exc).__name__}") from exc
+            raise
+        handoff.publish(self.dispatcher, msg.after.publish)
+        handoff.revoke(self.dispatcher, msg.after.revoke)
+        self._touched.update(msg.after.touched)
+        self._notify(force=kept is None)
+        if self.leases is not None:
+            self.leases.keep_only([(Step, kept.id)] if kept is not None else [])
+        return kept, ran
 
     def run_execution(self, execution_id: str, *, retried: bool = False) -> None:
         self._handle(

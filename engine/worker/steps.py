@@ -98,12 +98,16 @@ def claim_step(msg: Message, step_id: str) -> Job | None:
         return job_of(msg, step, run)
 
 
-def run_claimed(msg: Message, job: Job, *, claim_next: bool) -> Job | None:
+def check_faults(msg: Message, job: Job) -> None:
     faults = msg.settings
     if faults.has_fault("orchestrator.after_claim") or faults.has_fault(
         f"orchestrator.after_claim:{job.block.id}"
     ):
         raise InjectedFault(f"fault injected after claiming {job.block.id}")
+
+
+def run_claimed(msg: Message, job: Job, *, claim_next: bool) -> Job | None:
+    check_faults(msg, job)
     # settle_screened may settle twice (the database refused the first result): only the
     # settle that committed hands over a successor.
     successors: list[Job | None] = [None]
@@ -127,7 +131,7 @@ def settle_step_in(
     """Settle a step in ``s`` (which the caller commits); what to do after that commit."""
     now = utcnow()
     observe_block_run(msg.metrics, job, result, now)
-    run = lock_row(s, Run, job.run_id, options=LIGHT_RUN) if job.run_id else None
+    run = _locked_run(s, job.run_id)
     if run is None:
         return Settled()
     sched = Scheduler(
@@ -171,6 +175,22 @@ def settle_step_in(
         touched=(run.id,),
         successor=successor,
     )
+
+
+# The runs this transaction has locked already (a batch of chain steps locks once).
+_LOCKED = "quorum.locked_runs"
+
+
+def _locked_run(s: Session, run_id: str | None) -> Run | None:
+    if not run_id:
+        return None
+    locked: dict[str, Run] = s.info.setdefault(_LOCKED, {})
+    run = locked.get(run_id)
+    if run is None:
+        run = lock_row(s, Run, run_id, options=LIGHT_RUN)
+        if run is not None:
+            locked[run_id] = run
+    return run
 
 
 def _fail(s: Session, run: Run, job: Job, result: BlockFailed, now: datetime) -> list[Work]:

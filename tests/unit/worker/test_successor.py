@@ -43,7 +43,8 @@ def test_a_chained_step_costs_one_transaction(h: Harness, tmp_path: Path) -> Non
 
     from engine.db.models import RunEvent
 
-    h.orch.settings = Settings(data_dir=str(tmp_path), inline_successors=100)
+    # One commit per step (engine.worker.chain's batches are tested on their own).
+    h.orch.settings = Settings(data_dir=str(tmp_path), inline_successors=100, chain_batch_ms=0)
     wf = h.workflow(*linear_graph())
     run_id = h.start(wf, {"doc": 21})
     commits: list[int] = []
