@@ -8,11 +8,12 @@ whenever they would, so that a repeated re-run pays for the rows it reads and no
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select
+from sqlalchemy import bindparam, case, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from engine.db.models import Run, Step, Workflow
@@ -49,6 +50,12 @@ class Source:
 # Sized for the runs being worked on at a time: a graph may hold hundreds of blocks.
 _RUN_GRAPHS: Memo[str, Graph] = Memo(128)
 _DRAFTS: Memo[tuple[str, datetime], Graph] = Memo(64)
+# The latest draft parsed per workflow: a request whose workflow still has that
+# ``updated_at`` is not sent the draft's JSON again (the statement answers NULL for it).
+_LATEST_DRAFT: dict[str, tuple[datetime, Graph]] = {}
+_LATEST_LOCK = threading.Lock()
+# A run's workflow never changes: knowing it says which draft the run's request may skip.
+_WORKFLOW_OF: Memo[str, str] = Memo(1024)
 _DRIFTS: Memo[tuple[str, str, datetime, str], dict[str, list[str]]] = Memo(1024)
 
 
@@ -64,7 +71,17 @@ def _source_statement(with_config: bool) -> Any:
         Run.lineage,
         Workflow.organization_id.label("workflow_org"),
         Workflow.updated_at,
-        Workflow.draft,
+        # The draft only when it is not the one this process parsed last.
+        type_coerce(
+            case(
+                (
+                    Workflow.updated_at == bindparam("known_at", type_=Workflow.updated_at.type),
+                    None,
+                ),
+                else_=Workflow.draft,
+            ),
+            Workflow.draft.type,
+        ).label("draft"),
     ]
     if with_config:
         columns.append(Run.config)
@@ -107,23 +124,44 @@ _RAN_STEPS = {
 
 
 def load_source(s: Session, org_id: str, run_id: str) -> Source:
-    """The run and its workflow in one statement; the run's config only when not known."""
+    """The run and its workflow in one statement; the run's config and the workflow's
+    draft only when this process has not parsed them already.
+
+    The tenant check runs on every call: the row read says whose run and workflow these are.
+    """
     run_graph = _RUN_GRAPHS.peek(run_id)
-    row = s.connection().execute(_SOURCE[run_graph is None], {"run_id": run_id}).first()
+    workflow_id = _WORKFLOW_OF.peek(run_id)
+    latest = _LATEST_DRAFT.get(workflow_id) if workflow_id is not None else None
+    params = {"run_id": run_id, "known_at": latest[0] if latest is not None else None}
+    row = s.connection().execute(_SOURCE[run_graph is None], params).first()
     if row is None or row.organization_id != org_id or row.workflow_org != org_id:
         raise NotFound(f"run {run_id} not found")
     if run_graph is None:
         run_graph = _RUN_GRAPHS.get(run_id, lambda: graph_cache.run_graph(row.config))
-    updated_at: datetime = row.updated_at
+    _WORKFLOW_OF.get(run_id, lambda: str(row.workflow_id))
     return Source(
         run_id=run_id,
         version=row.version,
         workflow_id=row.workflow_id,
-        workflow_updated_at=updated_at,
+        workflow_updated_at=row.updated_at,
         run_graph=run_graph,
-        draft=_DRAFTS.get((row.workflow_id, updated_at), lambda: _parse(row.draft)),
+        draft=_draft_of(row, latest),
         lineage=tuple((str(a), int(below)) for a, below in (row.lineage or ())),
     )
+
+
+def _draft_of(row: Any, latest: tuple[datetime, Graph] | None) -> Graph:
+    updated_at: datetime = row.updated_at
+    if row.draft is None and latest is not None and latest[0] == updated_at:
+        return latest[1]
+    draft = _DRAFTS.get((row.workflow_id, updated_at), lambda: _parse(row.draft))
+    with _LATEST_LOCK:
+        known = _LATEST_DRAFT.get(row.workflow_id)
+        if known is None or known[0] < updated_at:
+            if len(_LATEST_DRAFT) >= 64 and known is None:
+                _LATEST_DRAFT.clear()  # rare: more workflows at once than worth keeping
+            _LATEST_DRAFT[row.workflow_id] = (updated_at, draft)
+    return draft
 
 
 def drift(src: Source, block_id: str) -> dict[str, list[str]]:
