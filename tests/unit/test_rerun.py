@@ -18,7 +18,9 @@ from tests.support.harness import Harness, linear_graph
 
 def _draft_calling(h: Harness, wf: str, function: str) -> dict[str, Any]:
     with h.db.transaction() as s:
-        draft = copy.deepcopy(s.scalar(select(Workflow.draft).where(Workflow.id == wf)))
+        draft: dict[str, Any] = copy.deepcopy(
+            s.scalars(select(Workflow.draft).where(Workflow.id == wf)).one()
+        )
     for b in draft["blocks"]:
         if b["id"] == "f":
             b["config"]["function"] = function
