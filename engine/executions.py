@@ -53,7 +53,7 @@ def create_execution(
     The returned row is what was stored, not attached to ``s``: the caller answers with
     it instead of reading it again.
     """
-    src = load_source(s, org_id, run_id)
+    src = load_source(s, org_id, run_id, block_id=block_id, step_id=step_id)
     block = _runnable_block(src.draft, src.workflow_id, block_id)
     config = _config_with(block, n_consensus)
     if check_eligibility:
@@ -64,7 +64,11 @@ def create_execution(
                 "send check_eligibility: false to run anyway",
                 extra={"drift": {k: list(v) for k, v in found.items()}},
             )
-    steps = ran_steps(s, src.run_id, block_id, step_id, lineage=src.lineage)
+    steps = (
+        list(src.ran)
+        if src.ran is not None
+        else ran_steps(s, src.run_id, block_id, step_id, lineage=src.lineage)
+    )
     available = [st.as_iteration() for st in steps]
     chosen = _chosen_step(steps, available, run_id, block_id, step_id)
     inputs = (

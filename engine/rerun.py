@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select, type_coerce
+from sqlalchemy import and_, bindparam, case, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from engine.db.models import Run, Step, Workflow
@@ -31,6 +31,19 @@ RAN = (StepState.COMPLETED, StepState.ERROR, StepState.RUNNING, StepState.CANCEL
 
 
 @dataclass(frozen=True, kw_only=True)
+class RanStep:
+    step_id: str
+    # The for_each iteration the step ran in (``pages[2]``), "" outside any.
+    scope: str
+    turn_index: int
+    inputs: dict[str, Any] | None
+
+    def as_iteration(self) -> dict[str, Any]:
+        """How a block execution lists it: ``{"step_id", "iteration"}``."""
+        return {"step_id": self.step_id, "iteration": self.scope or None}
+
+
+@dataclass(frozen=True, kw_only=True)
 class Source:
     """What an execution needs of its run and of the run's workflow."""
 
@@ -42,6 +55,8 @@ class Source:
     draft: Graph
     # The ancestors whose earlier steps a checkpoint run reads (engine.lineage).
     lineage: Lineage = ()
+    # The block's ran steps when they came with the run (see load_source), else None.
+    ran: tuple[RanStep, ...] | None = None
 
 
 # Parsing a graph and fingerprinting its blocks costs more than reading it: keep the
@@ -54,8 +69,9 @@ _DRAFTS: Memo[tuple[str, datetime], Graph] = Memo(64)
 # ``updated_at`` is not sent the draft's JSON again (the statement answers NULL for it).
 _LATEST_DRAFT: dict[str, tuple[datetime, Graph]] = {}
 _LATEST_LOCK = threading.Lock()
-# A run's workflow never changes: knowing it says which draft the run's request may skip.
-_WORKFLOW_OF: Memo[str, str] = Memo(1024)
+# A run's workflow and lineage never change: knowing them says which draft the run's
+# request may skip, and whether its steps can be read along with it.
+_KNOWN_RUNS: Memo[str, tuple[str, Lineage]] = Memo(1024)
 _DRIFTS: Memo[tuple[str, str, datetime, str], dict[str, list[str]]] = Memo(1024)
 
 
@@ -92,8 +108,49 @@ def _source_statement(with_config: bool) -> Any:
     )
 
 
+def _source_with_steps_statement(by_id: bool) -> Any:
+    """A known run's repeated request: the run, its workflow and the block's ran steps in
+    one round trip, one row per step (one row with no step when none ran).
+
+    The draft rides on the first row only, and only when it is not the one parsed last.
+    """
+    known_at = bindparam("known_at", type_=Workflow.updated_at.type)
+    draft = case(
+        (Workflow.updated_at == known_at, None),
+        (func.row_number().over() == 1, Workflow.draft),
+        else_=None,
+    )
+    usable = Step.step_id == bindparam("step_id") if by_id else func.count(Step.id).over() == 1
+    return (
+        select(
+            Run.organization_id,
+            Run.version,
+            Run.workflow_id,
+            Run.lineage,
+            Workflow.organization_id.label("workflow_org"),
+            Workflow.updated_at,
+            type_coerce(draft, Workflow.draft.type).label("draft"),
+            Step.step_id,
+            Step.scope,
+            Step.turn_index,
+            case((usable, Step.inputs)).label("inputs"),
+        )
+        .join(Workflow, Workflow.id == Run.workflow_id)
+        .outerjoin(
+            Step,
+            and_(
+                Step.run_id == Run.id,
+                Step.block_id == bindparam("block_id"),
+                Step.state.in_(RAN),
+            ),
+        )
+        .where(Run.id == bindparam("run_id"))
+    )
+
+
 # Built once: SQLAlchemy then reuses their compiled form without walking them again.
 _SOURCE = {with_config: _source_statement(with_config) for with_config in (True, False)}
+_SOURCE_WITH_STEPS = {by_id: _source_with_steps_statement(by_id) for by_id in (True, False)}
 
 
 def _ran_steps_statement(by_id: bool, run_rows: Any) -> Any:
@@ -123,30 +180,50 @@ _RAN_STEPS = {
 }
 
 
-def load_source(s: Session, org_id: str, run_id: str) -> Source:
+def load_source(
+    s: Session,
+    org_id: str,
+    run_id: str,
+    *,
+    block_id: str | None = None,
+    step_id: str | None = None,
+) -> Source:
     """The run and its workflow in one statement; the run's config and the workflow's
     draft only when this process has not parsed them already.
 
-    The tenant check runs on every call: the row read says whose run and workflow these are.
+    With ``block_id``, a run this process has read before (and that is not a checkpoint
+    run) comes with the block's ran steps in the same statement (``Source.ran``): a
+    repeated POST makes one round trip for its reads. The tenant check runs on every call:
+    the row read says whose run and workflow these are.
     """
     run_graph = _RUN_GRAPHS.peek(run_id)
-    workflow_id = _WORKFLOW_OF.peek(run_id)
-    latest = _LATEST_DRAFT.get(workflow_id) if workflow_id is not None else None
-    params = {"run_id": run_id, "known_at": latest[0] if latest is not None else None}
-    row = s.connection().execute(_SOURCE[run_graph is None], params).first()
+    known = _KNOWN_RUNS.peek(run_id)
+    latest = _LATEST_DRAFT.get(known[0]) if known is not None else None
+    params: dict[str, Any] = {"run_id": run_id, "known_at": latest[0] if latest else None}
+    along = block_id is not None and run_graph is not None and known is not None and not known[1]
+    if along:
+        params.update(block_id=block_id, step_id=step_id)
+        rows = s.connection().execute(_SOURCE_WITH_STEPS[step_id is not None], params).all()
+    else:
+        rows = s.connection().execute(_SOURCE[run_graph is None], params).all()
+    row = rows[0] if rows else None
     if row is None or row.organization_id != org_id or row.workflow_org != org_id:
         raise NotFound(f"run {run_id} not found")
     if run_graph is None:
         run_graph = _RUN_GRAPHS.get(run_id, lambda: graph_cache.run_graph(row.config))
-    _WORKFLOW_OF.get(run_id, lambda: str(row.workflow_id))
+    lineage: Lineage = tuple((str(a), int(below)) for a, below in (row.lineage or ()))
+    _KNOWN_RUNS.get(run_id, lambda: (str(row.workflow_id), lineage))
     return Source(
         run_id=run_id,
         version=row.version,
         workflow_id=row.workflow_id,
         workflow_updated_at=row.updated_at,
         run_graph=run_graph,
-        draft=_draft_of(row, latest),
-        lineage=tuple((str(a), int(below)) for a, below in (row.lineage or ())),
+        # The row that carries the draft, if one does (row_number() and the row order
+        # need not agree).
+        draft=_draft_of(next((r for r in rows if r.draft is not None), row), latest),
+        lineage=lineage,
+        ran=tuple(_ran_of([r for r in rows if r.step_id is not None])) if along else None,
     )
 
 
@@ -183,19 +260,6 @@ def _drift(src: Source, block_id: str) -> dict[str, list[str]]:
     return drift
 
 
-@dataclass(frozen=True, kw_only=True)
-class RanStep:
-    step_id: str
-    # The for_each iteration the step ran in (``pages[2]``), "" outside any.
-    scope: str
-    turn_index: int
-    inputs: dict[str, Any] | None
-
-    def as_iteration(self) -> dict[str, Any]:
-        """How a block execution lists it: ``{"step_id", "iteration"}``."""
-        return {"step_id": self.step_id, "iteration": self.scope or None}
-
-
 def ran_steps(
     s: Session, run_id: str, block_id: str, step_id: str | None, *, lineage: Lineage = ()
 ) -> list[RanStep]:
@@ -208,7 +272,10 @@ def ran_steps(
     stmt = _RAN_STEPS[step_id is not None]
     if lineage:  # a checkpoint run: the steps it inherits count as its own
         stmt = _ran_steps_statement(step_id is not None, sees(Step, bindparam("run_id"), lineage))
-    rows = s.connection().execute(stmt, params).all()
+    return _ran_of(s.connection().execute(stmt, params).all())
+
+
+def _ran_of(rows: Any) -> list[RanStep]:
     steps = [
         RanStep(step_id=r.step_id, scope=r.scope, turn_index=r.turn_index, inputs=r.inputs)
         for r in rows

@@ -205,9 +205,13 @@ def test_a_post_is_four_statements_and_answers_what_is_stored(env: Env) -> None:
     assert env.broker.work == [Work(kind=WorkKind.EXECUTION, id=body["id"])]
     stored = env.client().get(f"{EXECUTIONS}/{body['id']}", headers=env.auth())
     assert stored.json == body
-    # A second POST reuses the parsed graphs and drift check: the same statements.
+    # A second POST reuses the parsed graphs and drift check, and reads the run, its
+    # workflow and the block's steps in one statement; then the INSERT and the mark.
     again, r2 = statements_of(env, lambda: post(env))
-    assert r2.status_code == 202 and len(again) == 4
+    assert r2.status_code == 202 and len(again) == 3, again
+    assert again[1].startswith("INSERT INTO block_executions")
+    assert again[2].startswith("UPDATE block_executions")
+    assert r2.json["source_step_id"] == body["source_step_id"] is not None
 
 
 def test_broker_down_answers_pending_and_the_outbox_publishes_later(env: Env) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import event, select, update
 from engine.db.models import Workflow
 from engine.errors import NotFound
 from engine.graph.model import Graph
-from engine.rerun import load_source
+from engine.rerun import load_source, ran_steps
 from tests.support.harness import Harness, linear_graph
 
 
@@ -80,3 +80,24 @@ def test_the_tenant_is_checked_on_every_read(h: Harness) -> None:
         load_source(s, h.org_id, run_id)  # cached now
     with h.db.transaction() as s, pytest.raises(NotFound):
         load_source(s, "another-org", run_id)
+
+
+def test_a_known_run_brings_the_block_steps_it_would_read_apart(h: Harness) -> None:
+    wf = h.workflow(*linear_graph())
+    run_id = h.start(wf, {"doc": 5})
+    h.drain()
+    with h.db.transaction() as s:
+        first = load_source(s, h.org_id, run_id, block_id="f")
+    assert first.ran is None  # not known yet: read the usual way
+    for step_id in (None, "f", "nope"):
+        with h.db.transaction() as s:
+            src = load_source(s, h.org_id, run_id, block_id="f", step_id=step_id)
+            apart = ran_steps(s, run_id, "f", step_id)
+        assert src.ran is not None and list(src.ran) == apart
+        assert [st.inputs is not None for st in apart] == [step_id != "nope"]
+    assert src.draft is first.draft
+    with h.db.transaction() as s:
+        none_ran = load_source(s, h.org_id, run_id, block_id="missing")
+    assert none_ran.ran == ()
+    with h.db.transaction() as s, pytest.raises(NotFound):
+        load_source(s, "another-org", run_id, block_id="f")
