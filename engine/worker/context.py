@@ -10,11 +10,12 @@ from typing import Any
 
 from sqlalchemy.orm import defer
 
+from engine.blocks.registry import kind_of
 from engine.claims import HolderCheck
 from engine.clock import as_utc
 from engine.db.models import BlockExecution, Run
 from engine.db.session import Database
-from engine.execute import BlockFailed, Outcome, Toolbox, unwrap
+from engine.execute import BlockFailed, Outcome, Toolbox, unwrap, wrap
 from engine.graph.cache import max_visits, run_graph
 from engine.graph.model import Block, Graph
 from engine.leases import LeaseKeeper
@@ -176,3 +177,14 @@ def execution_job(ex: BlockExecution) -> Job:
 def duration_ms(job: Job, now: datetime) -> int | None:
     start = as_utc(job.started_at)
     return None if start is None else max(0, int((now - start).total_seconds() * 1000))
+
+
+def completed_values(job: Job, result: Outcome, duration: int | None) -> dict[str, Any]:
+    """The columns a completed step or execution stores (the same for both)."""
+    passes = kind_of(job.block.type).passes_inputs
+    return {
+        "outputs": job.raw_inputs if passes else wrap(result.outputs),
+        "active_output_handles": list(result.active),
+        "duration_ms": duration,
+        "consensus": result.consensus,
+    }

@@ -10,7 +10,7 @@ from engine.blocks.registry import kind_of
 from engine.claims import finish
 from engine.clock import utcnow
 from engine.db.models import BlockExecution
-from engine.execute import BlockFailed, Outcome, wrap
+from engine.execute import BlockFailed, Outcome
 from engine.lifecycle import StepState
 from engine.observe import observe_block_run
 from engine.refusals import settle_screened
@@ -22,6 +22,7 @@ from engine.worker.context import (
     Message,
     Result,
     Settled,
+    completed_values,
     duration_ms,
     execution_job,
 )
@@ -75,14 +76,7 @@ def settle_execution_in(s: Session, job: Job, result: Result) -> Settled:
             record_calls(s, job, result.calls)
         return Settled(publish=() if again is None else (again,))
     if isinstance(result, Outcome):
-        passes = kind_of(job.block.type).passes_inputs
-        outputs = job.raw_inputs if passes else wrap(result.outputs)
-        values = {
-            "outputs": outputs,
-            "active_output_handles": list(result.active),
-            "duration_ms": duration,
-            "consensus": result.consensus,
-        }
+        values = completed_values(job, result, duration)
         if finish(
             s,
             BlockExecution,

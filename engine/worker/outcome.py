@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from engine.blocks.registry import kind_of
 from engine.claims import finish
 from engine.db.models import Step
 from engine.execute import Outcome, wrap
@@ -17,7 +16,14 @@ from engine.lifecycle import StepState
 from engine.run.paths import AWAITING, Resolved
 from engine.run.scheduler import Scheduler
 from engine.worker.calls import record_calls
-from engine.worker.context import AwaitInput, FanOut, FanOutConsensus, Job, Result
+from engine.worker.context import (
+    AwaitInput,
+    FanOut,
+    FanOutConsensus,
+    Job,
+    Result,
+    completed_values,
+)
 from engine.worker.fanout import fan_out_samples
 
 log = logging.getLogger("quorum.worker")
@@ -74,14 +80,7 @@ def _hold_fan_out(s: Session, job: Job, n: int) -> bool:
 def _complete(
     s: Session, sched: Scheduler, job: Job, result: Outcome, now: datetime, duration: int | None
 ) -> Resolved | None:
-    passes = kind_of(job.block.type).passes_inputs
-    outputs = job.raw_inputs if passes else wrap(result.outputs)
-    values = {
-        "outputs": outputs,
-        "active_output_handles": list(result.active),
-        "duration_ms": duration,
-        "consensus": result.consensus,
-    }
+    values = completed_values(job, result, duration)
     if not finish(
         s, Step, job.id, StepState.COMPLETED, attempt=job.attempt, now=now, values=values
     ):
