@@ -27,6 +27,30 @@ async function hasEventStream(route) {
   return Boolean((await openapiPaths)[route]);
 }
 
+// `load` wrapped so that one runs at a time: a call made while one runs gets that run's
+// promise, and one more load follows it (however many calls came meanwhile).
+export function oneAtATime(load) {
+  let inFlight = null;
+  let again = false;
+  return function refresh() {
+    if (inFlight) {
+      again = true;
+      return inFlight;
+    }
+    inFlight = (async () => {
+      try {
+        do {
+          again = false;
+          await load();
+        } while (again);
+      } finally {
+        inFlight = null;
+      }
+    })();
+    return inFlight;
+  };
+}
+
 export class Live {
   // `path`/`route`: another stream (the organization's run feed); events only nudge `refresh`.
   constructor({ runId, path, route, pollMs, refresh, isDone, onMode, onError }) {

@@ -3,7 +3,7 @@
 import { ApiError, allPages, get, post, problemView } from "./api.js";
 import { fill, h, keepFocus, runLink } from "./dom.js";
 import { LEGEND, computeLayout, renderGraph } from "./graph.js";
-import { Live } from "./live.js";
+import { Live, oneAtATime } from "./live.js";
 import { TERMINAL_RUN, TERMINAL_STEP, blockInfo, chronological, stateOf } from "./model.js";
 import * as panels from "./panels.js";
 import { keyGate, showMode } from "./session.js";
@@ -53,26 +53,7 @@ async function load() {
   render();
 }
 
-let inFlight = null;
-let again = false;
-function refresh() {
-  // One load at a time; a refresh asked for meanwhile runs once after it.
-  if (inFlight) {
-    again = true;
-    return inFlight;
-  }
-  inFlight = (async () => {
-    try {
-      do {
-        again = false;
-        await load();
-      } while (again);
-    } finally {
-      inFlight = null;
-    }
-  })();
-  return inFlight;
-}
+const refresh = oneAtATime(load);
 
 // -- rendering ----------------------------------------------------------------------------
 

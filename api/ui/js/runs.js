@@ -8,7 +8,7 @@
 import { allPages, get, problemView } from "./api.js";
 import { fill, h, keepFocus } from "./dom.js";
 import { comparison, loadComparison } from "./compare.js";
-import { Live } from "./live.js";
+import { Live, oneAtATime } from "./live.js";
 import { MAX_COMPARE, runsTable } from "./runsview.js";
 import { keyGate, showMode } from "./session.js";
 
@@ -96,25 +96,7 @@ async function load() {
   render();
 }
 
-let inFlight = null;
-let again = false;
-function refresh() {
-  if (inFlight) {
-    again = true;
-    return inFlight;
-  }
-  inFlight = (async () => {
-    try {
-      do {
-        again = false;
-        await load();
-      } while (again);
-    } finally {
-      inFlight = null;
-    }
-  })();
-  return inFlight;
-}
+const refresh = oneAtATime(load);
 
 async function loadWorkflows() {
   const { items } = await allPages("/v1/workflows", { max: 1000 });
