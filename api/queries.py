@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from api.fields import BlockId, ObjectId, Strict
+from api.fields import BlockId, ObjectId, RunStatusName, Strict
 from engine.pages import PageRequest
 
 ID_PREFIX = r"^[0-9a-f]{1,24}$"
@@ -41,20 +41,7 @@ class PageQuery(Strict):
 
 class RunsQuery(PageQuery):
     workflow_id: ObjectId | None = None
-    status: (
-        Literal[
-            "not_started",
-            "started",
-            "running",
-            "waiting_for_user_input",
-            "paused",
-            "completed",
-            "failed",
-            "cancelled",
-            "aborted_looping_risk",
-        ]
-        | None
-    ) = None
+    status: RunStatusName | None = None
     original_run_id: ObjectId | None = None
 
 
